@@ -1,0 +1,197 @@
+//! Every write the tool makes goes through here: atomic whole-file writes, append-only JSONL lines and
+//! directory creation, each error naming the path.
+//!
+//! Invariants: a JSON document is written to a temp file in the same directory, fsynced, renamed over
+//! the target and the directory fsynced, so a reader (or a crash) sees the old or the new file, never a
+//! torn one. A JSONL line is written with a single `write` call on a file opened with `O_APPEND`.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+/// Create `dir` and its parents.
+pub fn ensure_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create directory {}", dir.display()))
+}
+
+/// Create the parent directory of `path`.
+pub fn ensure_parent(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => ensure_dir(p),
+        _ => Ok(()),
+    }
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// Temp file name beside `path`; unique per process and call so concurrent writers never share one.
+fn temp_path(path: &Path) -> PathBuf {
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    path.with_file_name(format!(".{name}.tmp{}-{n}", std::process::id()))
+}
+
+/// Atomically replace `path` with `bytes` (temp file, fsync, rename, fsync directory).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_inner(path, bytes, true)
+}
+
+/// As [`write_atomic`] without the fsyncs: for rebuildable caches where only tearing matters, not
+/// durability across power loss (a crash still leaves the old or the new file).
+pub fn write_atomic_nosync(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_atomic_inner(path, bytes, false)
+}
+
+fn write_atomic_inner(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
+    ensure_parent(path)?;
+    let tmp = temp_path(path);
+    let result = (|| -> io::Result<()> {
+        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        f.write_all(bytes)?;
+        if sync {
+            f.sync_all()?;
+        }
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        if sync {
+            if let Some(dir) = path.parent() {
+                // Directory fsync makes the rename durable; some filesystems refuse it, which is harmless.
+                if let Ok(d) = File::open(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }) {
+                    let _ = d.sync_all();
+                }
+            }
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", path.display()));
+    }
+    Ok(())
+}
+
+/// Serialize `value` as pretty JSON (trailing newline) and write it atomically.
+pub fn write_json_atomic<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
+    write_atomic(path, &to_pretty_json(value)?)
+}
+
+/// Pretty JSON bytes with a trailing newline, the on-disk form of every JSON document.
+pub fn to_pretty_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec_pretty(value).context("cannot serialize JSON")?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+/// Open `path` for appending (creating it and its parent).
+pub fn open_append(path: &Path) -> Result<File> {
+    ensure_parent(path)?;
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("cannot open {} for appending", path.display()))
+}
+
+/// Append one line (a `\n` is added) with a single `write` call.
+pub fn append_line(path: &Path, line: &str) -> Result<()> {
+    let mut f = open_append(path)?;
+    write_line(&mut f, path, line)
+}
+
+/// Write one line to an already open append handle with a single `write` call.
+pub fn write_line(f: &mut File, path: &Path, line: &str) -> Result<()> {
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    buf.extend_from_slice(line.as_bytes());
+    buf.push(b'\n');
+    // O_APPEND makes each write land at the end atomically for regular files; write_all only loops on a
+    // short write, which regular local files do not produce for line-sized buffers.
+    f.write_all(&buf).with_context(|| format!("cannot append to {}", path.display()))
+}
+
+/// Read a whole file as UTF-8 text, naming the path on error.
+pub fn read_string(path: &Path) -> Result<String> {
+    let mut s = String::new();
+    File::open(path)
+        .and_then(|mut f| f.read_to_string(&mut s))
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(s)
+}
+
+/// Read a JSON document; `Ok(None)` when the file does not exist. Parse errors name the path, line and
+/// column.
+pub fn read_json_opt(path: &Path) -> Result<Option<serde_json::Value>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    serde_json::from_str(&text).map(Some).map_err(|e| {
+        anyhow::anyhow!("{}: invalid JSON at line {}, column {}: {e}", path.display(), e.line(), e.column())
+    })
+}
+
+/// Move a broken file aside as `<name>.corrupt-<UTC stamp>` so nothing is silently lost; returns the
+/// new path.
+pub fn quarantine(path: &Path) -> Result<PathBuf> {
+    let name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let mut target = path.with_file_name(format!("{name}.corrupt-{}", crate::time::file_stamp()));
+    let mut n = 1;
+    while target.exists() {
+        target = path.with_file_name(format!("{name}.corrupt-{}-{n}", crate::time::file_stamp()));
+        n += 1;
+    }
+    std::fs::rename(path, &target)
+        .with_context(|| format!("cannot move {} aside to {}", path.display(), target.display()))?;
+    Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a/b/doc.json");
+        write_json_atomic(&p, &serde_json::json!({"v": 1})).unwrap();
+        write_json_atomic(&p, &serde_json::json!({"v": 2})).unwrap();
+        assert_eq!(read_json_opt(&p).unwrap().unwrap()["v"], 2);
+        let names: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("doc.json")]);
+    }
+
+    #[test]
+    fn errors_name_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("bad.json");
+        std::fs::write(&p, "{\n  \"a\": ,\n}").unwrap();
+        let err = read_json_opt(&p).unwrap_err().to_string();
+        assert!(err.contains("bad.json") && err.contains("line 2"), "{err}");
+        let missing = read_string(&dir.path().join("nope.txt")).unwrap_err();
+        assert!(format!("{missing:#}").contains("nope.txt"));
+    }
+
+    #[test]
+    fn append_line_appends() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x/h.jsonl");
+        append_line(&p, "{\"a\":1}").unwrap();
+        append_line(&p, "{\"a\":2}").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "{\"a\":1}\n{\"a\":2}\n");
+    }
+
+    #[test]
+    fn quarantine_keeps_the_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("usage.json");
+        std::fs::write(&p, "garbage").unwrap();
+        let moved = quarantine(&p).unwrap();
+        assert!(!p.exists());
+        assert_eq!(std::fs::read_to_string(&moved).unwrap(), "garbage");
+        assert!(moved.file_name().unwrap().to_string_lossy().starts_with("usage.json.corrupt-"));
+    }
+}

@@ -1,0 +1,464 @@
+//! The hook history: `logs/hooks/history.jsonl`, one envelope per line, append-only, rotated at a size
+//! cap into `history.jsonl.1` … `.N` (newest first).
+//!
+//! Invariants:
+//! - Appends hold an exclusive lock on `history.lock` while they read the last `seq`, rotate and write,
+//!   so concurrent processes never interleave lines and `seq` stays unique and increasing.
+//! - Each line is written with one `write` call; a torn last line (a writer killed mid-write) is closed
+//!   with a newline by the next writer and skipped by readers.
+//! - Reads of the last N entries and seeks by `seq` scan backwards from the end of the file: cost is
+//!   O(what is read), not O(history).
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::HookSettings;
+use crate::paths::Paths;
+
+/// One line of the history: `{"seq", "event", "ts", "data"}`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Envelope {
+    pub seq: u64,
+    pub event: String,
+    /// Seconds since the epoch.
+    pub ts: f64,
+    pub data: Value,
+}
+
+impl Envelope {
+    /// The original toolkit's wire form, without `seq` (webhook bodies).
+    pub fn wire(&self) -> Value {
+        serde_json::json!({"event": self.event, "ts": self.ts, "data": self.data})
+    }
+}
+
+/// Which entries a read wants.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Event-name glob (`on_asset_*`).
+    pub event: Option<globset::GlobMatcher>,
+    /// Only entries with `seq` greater than this.
+    pub since: Option<u64>,
+}
+
+impl Filter {
+    pub fn with_event_glob(mut self, glob: &str) -> Result<Self> {
+        let g = globset::Glob::new(glob).with_context(|| format!("bad event glob {glob:?}"))?;
+        self.event = Some(g.compile_matcher());
+        Ok(self)
+    }
+
+    pub fn matches(&self, e: &Envelope) -> bool {
+        self.since.is_none_or(|s| e.seq > s) && self.event.as_ref().is_none_or(|g| g.is_match(&e.event))
+    }
+}
+
+const CHUNK: usize = 64 * 1024;
+
+/// Handle on the history files. Cheap to clone; holds no open files.
+#[derive(Debug, Clone)]
+pub struct History {
+    path: PathBuf,
+    max_bytes: u64,
+    keep: usize,
+}
+
+impl History {
+    pub fn new(paths: &Paths, settings: &HookSettings) -> History {
+        History::at(paths.history_file(), settings.history_max_bytes, settings.history_keep)
+    }
+
+    pub fn at(path: PathBuf, max_bytes: u64, keep: usize) -> History {
+        History { path, max_bytes: max_bytes.max(1), keep }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `history.jsonl.i` (i ≥ 1).
+    pub fn rotated(&self, i: usize) -> PathBuf {
+        let mut s = self.path.clone().into_os_string();
+        s.push(format!(".{i}"));
+        PathBuf::from(s)
+    }
+
+    fn lock(&self) -> Result<File> {
+        let lock_path = self.path.with_file_name("history.lock");
+        let f = crate::fs::open_append(&lock_path)?;
+        f.lock().with_context(|| format!("cannot lock {}", lock_path.display()))?;
+        Ok(f)
+    }
+
+    /// Append one event; returns its envelope.
+    pub fn append(&self, event: &str, data: Value) -> Result<Envelope> {
+        Ok(self.append_batch(vec![(event.to_string(), data)])?.remove(0))
+    }
+
+    /// Append events in order under one lock hold (one `write` per line).
+    pub fn append_batch(&self, items: Vec<(String, Value)>) -> Result<Vec<Envelope>> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let _lock = self.lock()?;
+        let mut file = crate::fs::open_append(&self.path)?;
+        let mut len = file.metadata().with_context(|| format!("cannot stat {}", self.path.display()))?.len();
+        if len >= self.max_bytes {
+            drop(file);
+            self.rotate()?;
+            file = crate::fs::open_append(&self.path)?;
+            len = 0;
+        }
+        let last = self.last_seq_locked()?;
+        if len > 0 && !ends_with_newline(&self.path, len)? {
+            file.write_all(b"\n").with_context(|| format!("cannot append to {}", self.path.display()))?;
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for (seq, (event, data)) in (last + 1..).zip(items) {
+            let env = Envelope { seq, event, ts: crate::time::epoch_secs(), data };
+            let line = serde_json::to_string(&env).context("cannot serialize hook envelope")?;
+            crate::fs::write_line(&mut file, &self.path, &line)?;
+            out.push(env);
+        }
+        Ok(out)
+    }
+
+    fn rotate(&self) -> Result<()> {
+        if self.keep == 0 {
+            return std::fs::remove_file(&self.path).with_context(|| format!("cannot remove {}", self.path.display()));
+        }
+        let oldest = self.rotated(self.keep);
+        if oldest.exists() {
+            std::fs::remove_file(&oldest).with_context(|| format!("cannot remove {}", oldest.display()))?;
+        }
+        for i in (1..self.keep).rev() {
+            let from = self.rotated(i);
+            if from.exists() {
+                let to = self.rotated(i + 1);
+                std::fs::rename(&from, &to).with_context(|| format!("cannot rename {}", from.display()))?;
+            }
+        }
+        let to = self.rotated(1);
+        std::fs::rename(&self.path, &to).with_context(|| format!("cannot rotate {}", self.path.display()))
+    }
+
+    /// The newest files first: the live file, then `.1`, `.2` …
+    fn files_newest_first(&self) -> Vec<PathBuf> {
+        std::iter::once(self.path.clone()).chain((1..=self.keep).map(|i| self.rotated(i))).collect()
+    }
+
+    /// The highest `seq` in the history (0 when empty).
+    pub fn last_seq(&self) -> Result<u64> {
+        self.last_seq_locked()
+    }
+
+    fn last_seq_locked(&self) -> Result<u64> {
+        for file in self.files_newest_first() {
+            let mut found = None;
+            scan_back(&file, |env| {
+                found = Some(env.seq);
+                false
+            })?;
+            if let Some(s) = found {
+                return Ok(s);
+            }
+        }
+        Ok(0)
+    }
+
+    /// The last `n` entries matching `filter`, oldest first. Reads backwards from the end.
+    pub fn tail(&self, n: usize, filter: &Filter) -> Result<Vec<Envelope>> {
+        let mut out = Vec::with_capacity(n.min(4096));
+        if n == 0 {
+            return Ok(out);
+        }
+        'files: for file in self.files_newest_first() {
+            let mut done = false;
+            scan_back(&file, |env| {
+                if filter.since.is_some_and(|s| env.seq <= s) {
+                    done = true;
+                    return false;
+                }
+                if filter.matches(&env) {
+                    out.push(env);
+                    if out.len() >= n {
+                        done = true;
+                        return false;
+                    }
+                }
+                true
+            })?;
+            if done {
+                break 'files;
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    /// A reader that yields every entry with `seq > after`, oldest first, then follows new appends
+    /// (across rotation).
+    pub fn follow(&self, after: u64) -> Result<Follower> {
+        // Find the newest file whose first entry is already past `after`'s successor, walking back.
+        let mut queue: Vec<PathBuf> = Vec::new();
+        for file in self.files_newest_first() {
+            if !file.exists() {
+                break;
+            }
+            queue.push(file.clone());
+            let mut reached = false;
+            scan_back(&file, |env| {
+                if env.seq <= after {
+                    reached = true;
+                    return false;
+                }
+                true
+            })?;
+            if reached {
+                break;
+            }
+        }
+        queue.reverse(); // oldest first; the live file is last
+        Ok(Follower { history: self.clone(), queue, file: None, ino: 0, buf: Vec::new(), last_seq: after })
+    }
+}
+
+fn ends_with_newline(path: &Path, len: u64) -> Result<bool> {
+    let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    f.seek(SeekFrom::Start(len - 1))?;
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(b[0] == b'\n')
+}
+
+/// Visit the complete, valid lines of `path` from the last to the first until `visit` returns false.
+/// A missing file has no lines. Invalid lines are skipped.
+fn scan_back(path: &Path, mut visit: impl FnMut(Envelope) -> bool) -> Result<()> {
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+    };
+    let mut end = f.metadata().with_context(|| format!("cannot stat {}", path.display()))?.len();
+    // `carry` holds the start of the line that continues into the chunk read before.
+    let mut carry: Vec<u8> = Vec::new();
+    let mut first_chunk = true;
+    let mut chunk = vec![0u8; CHUNK];
+    while end > 0 {
+        let start = end.saturating_sub(CHUNK as u64);
+        let size = (end - start) as usize;
+        f.seek(SeekFrom::Start(start))?;
+        f.read_exact(&mut chunk[..size]).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut data = chunk[..size].to_vec();
+        data.extend_from_slice(&carry);
+        // The bytes after the last newline of the file are a torn line: skip them.
+        let mut stop = data.len();
+        if first_chunk {
+            stop = data.iter().rposition(|&b| b == b'\n').map(|p| p + 1).unwrap_or(0);
+            first_chunk = false;
+        }
+        let mut line_end = stop;
+        let mut i = stop;
+        while i > 0 {
+            i -= 1;
+            if data[i] == b'\n' && i + 1 < line_end {
+                if !visit_line(&data[i + 1..line_end], &mut visit) {
+                    return Ok(());
+                }
+                line_end = i;
+            } else if data[i] == b'\n' {
+                line_end = i;
+            }
+        }
+        carry = data[..line_end].to_vec();
+        end = start;
+    }
+    if !carry.is_empty() {
+        visit_line(&carry, &mut visit);
+    }
+    Ok(())
+}
+
+fn visit_line(line: &[u8], visit: &mut impl FnMut(Envelope) -> bool) -> bool {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    match serde_json::from_slice::<Envelope>(line) {
+        Ok(env) => visit(env),
+        Err(_) => true,
+    }
+}
+
+/// Yields history entries in order as they appear; see [`History::follow`].
+#[derive(Debug)]
+pub struct Follower {
+    history: History,
+    /// Files still to read before the live file, oldest first (the live file is the last element
+    /// until it is opened).
+    queue: Vec<PathBuf>,
+    file: Option<File>,
+    ino: u64,
+    buf: Vec<u8>,
+    last_seq: u64,
+}
+
+impl Follower {
+    /// The `seq` of the last entry yielded (or the starting point).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Read everything appended since the last call. Never blocks; returns an empty list when
+    /// nothing is new.
+    pub fn poll(&mut self) -> Result<Vec<Envelope>> {
+        let mut out = Vec::new();
+        loop {
+            if self.file.is_none() {
+                if self.queue.is_empty() {
+                    self.queue.push(self.history.path.clone());
+                }
+                let next = self.queue.remove(0);
+                match File::open(&next) {
+                    Ok(f) => {
+                        self.ino = f.metadata().map(|m| m.ino()).unwrap_or(0);
+                        self.file = Some(f);
+                        self.buf.clear();
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        if self.queue.is_empty() {
+                            return Ok(out); // no history yet
+                        }
+                        continue;
+                    }
+                    Err(e) => return Err(e).with_context(|| format!("cannot open {}", next.display())),
+                }
+            }
+            let f = self.file.as_mut().expect("opened above");
+            let mut tmp = Vec::new();
+            f.read_to_end(&mut tmp).with_context(|| format!("cannot read {}", self.history.path.display()))?;
+            self.buf.extend_from_slice(&tmp);
+            let mut start = 0;
+            while let Some(nl) = self.buf[start..].iter().position(|&b| b == b'\n') {
+                let line = &self.buf[start..start + nl];
+                if let Ok(env) = serde_json::from_slice::<Envelope>(line) {
+                    if env.seq > self.last_seq {
+                        self.last_seq = env.seq;
+                        out.push(env);
+                    }
+                }
+                start += nl + 1;
+            }
+            self.buf.drain(..start);
+            if !self.queue.is_empty() {
+                self.file = None; // an older file is drained; move on
+                continue;
+            }
+            // The live file: if it was rotated away, drain done, switch to the new one.
+            let current_ino = std::fs::metadata(&self.history.path).map(|m| m.ino()).ok();
+            if current_ino.is_some_and(|ino| ino != self.ino) {
+                self.file = None;
+                continue;
+            }
+            return Ok(out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn hist(dir: &Path, max: u64) -> History {
+        History::at(dir.join("hooks/history.jsonl"), max, 3)
+    }
+
+    #[test]
+    fn seq_continues_across_instances_and_tail_reads_the_end() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hist(dir.path(), 1 << 20);
+        for i in 0..5 {
+            h.append("on_scene_enter", json!({"i": i})).unwrap();
+        }
+        let h2 = hist(dir.path(), 1 << 20);
+        let e = h2.append("on_choice_render", json!({})).unwrap();
+        assert_eq!(e.seq, 6);
+        let last = h2.tail(2, &Filter::default()).unwrap();
+        assert_eq!(last.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 6]);
+        let only = h2.tail(10, &Filter::default().with_event_glob("on_choice_*").unwrap()).unwrap();
+        assert_eq!(only.len(), 1);
+        let since = h2.tail(10, &Filter { since: Some(4), ..Default::default() }).unwrap();
+        assert_eq!(since.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 6]);
+    }
+
+    #[test]
+    fn rotation_keeps_seq_and_tail_spans_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hist(dir.path(), 300);
+        for i in 0..20 {
+            h.append("on_scene_enter", json!({"i": i})).unwrap();
+        }
+        assert!(h.rotated(1).exists());
+        assert_eq!(h.last_seq().unwrap(), 20);
+        let all = h.tail(1000, &Filter::default()).unwrap();
+        let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
+        // keep = 3 rotated files: the oldest entries are gone, the rest are contiguous.
+        assert_eq!(*seqs.last().unwrap(), 20);
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "{seqs:?}");
+    }
+
+    #[test]
+    fn torn_last_line_is_skipped_and_closed() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hist(dir.path(), 1 << 20);
+        h.append("a", json!({})).unwrap();
+        let mut f = crate::fs::open_append(h.path()).unwrap();
+        f.write_all(b"{\"seq\":2,\"event\":\"b\",\"ts\":1.0,\"da").unwrap();
+        assert_eq!(h.tail(5, &Filter::default()).unwrap().len(), 1);
+        let e = h.append("c", json!({})).unwrap();
+        assert_eq!(e.seq, 2);
+        let all = h.tail(5, &Filter::default()).unwrap();
+        assert_eq!(all.iter().map(|e| e.event.as_str()).collect::<Vec<_>>(), ["a", "c"]);
+    }
+
+    #[test]
+    fn follower_reads_backlog_then_new_lines_across_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hist(dir.path(), 400);
+        for i in 0..6 {
+            h.append("e", json!({"i": i})).unwrap();
+        }
+        let mut f = h.follow(2).unwrap();
+        let first: Vec<u64> = f.poll().unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(first, [3, 4, 5, 6]);
+        assert!(f.poll().unwrap().is_empty());
+        for i in 0..6 {
+            h.append("e", json!({"i": i})).unwrap();
+        }
+        let next: Vec<u64> = f.poll().unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(next, [7, 8, 9, 10, 11, 12]);
+    }
+
+    #[test]
+    fn concurrent_appenders_never_share_a_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hist(dir.path(), 1 << 30);
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let h = h.clone();
+                s.spawn(move || {
+                    for i in 0..50 {
+                        h.append("e", json!({"t": t, "i": i})).unwrap();
+                    }
+                });
+            }
+        });
+        let text = std::fs::read_to_string(h.path()).unwrap();
+        let seqs: Vec<u64> = text.lines().map(|l| serde_json::from_str::<Envelope>(l).unwrap().seq).collect();
+        assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+    }
+}

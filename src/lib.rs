@@ -1,0 +1,16 @@
+//! comfyvn-obs: the observability and debugging layer of the ComfyVN studio toolchain.
+//!
+//! Files are the source of truth: everything lives as JSON/JSONL under the runtime root
+//! ([`paths::Paths`]). See `ARCHITECTURE.md` for the codemap and the invariants.
+
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod digest;
+pub mod exit_code;
+pub mod fs;
+pub mod hooks;
+pub mod output;
+pub mod paths;
+pub mod signals;
+pub mod time;

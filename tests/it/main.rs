@@ -1,0 +1,6 @@
+//! The integration test binary: runs the real `comfyvn-obs` executable in temp runtime roots.
+
+mod support;
+
+mod config;
+mod hooks;
