@@ -1,0 +1,90 @@
+//! Mechanical checks of the invariants in ARCHITECTURE.md: each external crate has one home module,
+//! all whole-file writes go through `fs`, and every source file opens with a `//!` paragraph.
+
+use std::path::{Path, PathBuf};
+
+fn sources() -> Vec<(PathBuf, String)> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut out = Vec::new();
+    let mut stack = vec![root];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                let rel = p.strip_prefix(env!("CARGO_MANIFEST_DIR")).unwrap().to_path_buf();
+                out.push((rel, text));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Lines that are code (not comments), up to the unit-test module (tests may write fixtures directly).
+fn code_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines().enumerate().take_while(|(_, l)| l.trim() != "#[cfg(test)]").filter(|(_, l)| {
+        let t = l.trim_start();
+        !(t.starts_with("//") || t.starts_with("///") || t.starts_with("//!"))
+    })
+}
+
+#[test]
+fn each_external_crate_has_one_home() {
+    let homes: &[(&str, &[&str])] = &[
+        ("tiny_http", &["src/http/"]),
+        ("tungstenite", &["src/http/"]),
+        ("notify", &["src/watch"]),
+        ("notify_debouncer_full", &["src/watch"]),
+        ("zip", &["src/telemetry/bundle.rs"]),
+        ("sha2", &["src/digest.rs"]),
+    ];
+    let mut bad = Vec::new();
+    for (path, text) in sources() {
+        let p = path.to_string_lossy().replace('\\', "/");
+        for (krate, allowed) in homes {
+            if allowed.iter().any(|a| p.starts_with(a)) {
+                continue;
+            }
+            for (n, line) in code_lines(&text) {
+                let uses = line.contains(&format!("use {krate}::"))
+                    || line.contains(&format!("use {krate};"))
+                    || line.contains(&format!(" {krate}::"))
+                    || line.contains(&format!("({krate}::"));
+                if uses {
+                    bad.push(format!("{p}:{}: uses {krate} outside {allowed:?}", n + 1));
+                }
+            }
+        }
+    }
+    assert!(bad.is_empty(), "crate-home violations:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn whole_file_writes_go_through_fs() {
+    let mut bad = Vec::new();
+    for (path, text) in sources() {
+        let p = path.to_string_lossy().replace('\\', "/");
+        if p == "src/fs.rs" {
+            continue;
+        }
+        for (n, line) in code_lines(&text) {
+            if line.contains("std::fs::write(") || line.contains("fs::write(") && !line.contains("crate::fs::") {
+                bad.push(format!("{p}:{}: {}", n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "writes outside src/fs.rs:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn every_source_file_opens_with_a_module_doc() {
+    let missing: Vec<String> = sources()
+        .into_iter()
+        .filter(|(_, text)| !text.trim_start().starts_with("//!"))
+        .map(|(p, _)| p.display().to_string())
+        .collect();
+    assert!(missing.is_empty(), "files without a //! paragraph: {missing:?}");
+}
