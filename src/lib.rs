@@ -7,6 +7,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod digest;
+pub mod doctor;
 pub mod exit_code;
 pub mod fs;
 pub mod hooks;

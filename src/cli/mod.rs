@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 pub mod config;
+pub mod doctor;
 pub mod hooks;
 
 /// Observability and debugging for the ComfyVN studio pipeline: crash dumps, telemetry, structured
@@ -53,6 +54,8 @@ pub enum Command {
     /// Validate or show the resolved configuration.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Check the installation: config, folders, crash and log round-trips, server, limits.
+    Doctor(doctor::DoctorArgs),
     /// The hook catalogue and history: list, tail, emit.
     #[command(subcommand)]
     Hooks(hooks::HooksCommand),

@@ -10,6 +10,7 @@ use crate::output::BrokenPipe;
 use crate::paths::{PathOverrides, Paths};
 
 pub mod config;
+pub mod doctor;
 pub mod hooks;
 
 /// What every command gets: the resolved paths and configuration.
@@ -57,10 +58,16 @@ fn overrides(g: &GlobalArgs) -> PathOverrides {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let paths = Paths::resolve(&overrides(&cli.global))?;
+    if let Command::Doctor(args) = cli.command {
+        // The doctor reports a broken config as a failed check instead of refusing to start.
+        let config = Config::load(&paths);
+        return doctor::run(&paths, &config, args);
+    }
     let config = Config::load(&paths)?;
     let ctx = Ctx { paths, config };
     match cli.command {
         Command::Config(cmd) => config::run(&ctx, cmd),
         Command::Hooks(cmd) => hooks::run(&ctx, cmd),
+        Command::Doctor(_) => unreachable!("handled before the config is loaded"),
     }
 }
