@@ -3,4 +3,7 @@
 mod support;
 
 mod config;
+mod crash;
 mod hooks;
+mod logging;
+mod telemetry;
