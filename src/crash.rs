@@ -998,6 +998,26 @@ mod tests {
     }
 
     #[test]
+    fn capture_error_records_kind_chain_and_a_backtrace() {
+        let dir = tempfile::tempdir().unwrap();
+        let reporter = Reporter::new(&Paths::under(dir.path()), None);
+        let err = anyhow::Error::new(std::io::Error::new(std::io::ErrorKind::NotFound, "gone"))
+            .context("cannot read scene.json");
+        let mut context = Map::new();
+        context.insert("job".into(), json!("j1"));
+        let info = reporter.capture_error(&err, context, &[]).unwrap();
+        let dump: Value = serde_json::from_str(&std::fs::read_to_string(&info.path).unwrap()).unwrap();
+        assert_eq!(dump["exc_type"], "io::NotFound");
+        assert_eq!(dump["message"], "cannot read scene.json: gone");
+        assert_eq!(dump["context"]["job"], "j1");
+        // The caller's frames are in the backtrace, and so in the fingerprint.
+        let tb = dump["traceback"].as_str().unwrap();
+        assert!(tb.contains("capture_error_records_kind_chain_and_a_backtrace"), "{tb}");
+        let again = reporter.capture_error(&err, Map::new(), &[]).unwrap();
+        assert_eq!(again.fingerprint, info.fingerprint);
+    }
+
+    #[test]
     fn listing_sorts_newest_first_skips_malformed_and_groups() {
         let dir = tempfile::tempdir().unwrap();
         let paths = Paths::under(dir.path());

@@ -747,6 +747,18 @@ mod tests {
     }
 
     #[test]
+    fn a_sink_that_cannot_create_its_folder_reports_once_and_stops() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("file");
+        std::fs::write(&file, "x").unwrap();
+        let sink = RunSink::new(&settings(&file.join("logs"), 5, 1 << 20));
+        sink.write("{}");
+        sink.write("{}");
+        assert!(sink.path().is_none());
+        assert!(sink.failure().unwrap().contains("cannot create directory"), "{:?}", sink.failure());
+    }
+
+    #[test]
     fn log_dir_checks() {
         let dir = tempfile::tempdir().unwrap();
         check_log_dir(&dir.path().join("not/yet/there")).unwrap();
