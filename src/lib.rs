@@ -6,12 +6,15 @@
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod crash;
 pub mod digest;
 pub mod doctor;
 pub mod exit_code;
 pub mod fs;
 pub mod hooks;
+pub mod log;
 pub mod output;
 pub mod paths;
 pub mod signals;
+pub mod telemetry;
 pub mod time;

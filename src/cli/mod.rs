@@ -6,8 +6,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 pub mod config;
+pub mod crash;
 pub mod doctor;
 pub mod hooks;
+pub mod run;
+pub mod telemetry;
 
 /// Observability and debugging for the ComfyVN studio pipeline: crash dumps, telemetry, structured
 /// logs, asset sidecars and audits, hook history, webhooks and an HTTP API.
@@ -59,6 +62,16 @@ pub enum Command {
     /// The hook catalogue and history: list, tail, emit.
     #[command(subcommand)]
     Hooks(hooks::HooksCommand),
+    /// Crash dumps: capture, list, show, simulate.
+    #[command(subcommand)]
+    Crash(crash::CrashCommand),
+    /// Run a program; when it fails, write a crash dump with its stderr tail and exit with its status.
+    Run(run::RunArgs),
+    /// Opt-in, local-only telemetry: status, consent, counters, hashing.
+    #[command(subcommand)]
+    Telemetry(telemetry::TelemetryCommand),
+    /// Write a diagnostics bundle (needs diagnostics consent) and print its path.
+    Diagnostics(telemetry::DiagnosticsArgs),
 }
 
 /// Parse `KEY=VALUE` pairs (used by `--context`).

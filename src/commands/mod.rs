@@ -10,8 +10,12 @@ use crate::output::BrokenPipe;
 use crate::paths::{PathOverrides, Paths};
 
 pub mod config;
+pub mod crash;
+pub mod diagnostics;
 pub mod doctor;
 pub mod hooks;
+pub mod run;
+pub mod telemetry;
 
 /// What every command gets: the resolved paths and configuration.
 pub struct Ctx {
@@ -23,6 +27,8 @@ pub struct Ctx {
 /// `error: …` with their causes and an optional `hint:` line.
 pub fn main(cli: Cli) -> ExitCode {
     match run(cli) {
+        // A log file that could not be written was reported when it happened; the run still failed.
+        Ok(_) if crate::log::write_failure().is_some() => ExitCode::Error,
         Ok(code) => code,
         Err(err) => {
             if err.downcast_ref::<BrokenPipe>().is_some() {
@@ -58,16 +64,24 @@ fn overrides(g: &GlobalArgs) -> PathOverrides {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     let paths = Paths::resolve(&overrides(&cli.global))?;
+    crate::crash::install_panic_hook(&paths);
     if let Command::Doctor(args) = cli.command {
         // The doctor reports a broken config as a failed check instead of refusing to start.
         let config = Config::load(&paths);
         return doctor::run(&paths, &config, args);
     }
     let config = Config::load(&paths)?;
+    crate::crash::configure(&paths, &config);
+    crate::telemetry::record_crashes(&paths, &config);
+    crate::log::init_for_command(&paths, &config, cli.global.verbose, cli.global.quiet)?;
     let ctx = Ctx { paths, config };
     match cli.command {
         Command::Config(cmd) => config::run(&ctx, cmd),
         Command::Hooks(cmd) => hooks::run(&ctx, cmd),
         Command::Doctor(_) => unreachable!("handled before the config is loaded"),
+        Command::Crash(cmd) => crash::run(&ctx, cmd),
+        Command::Run(args) => run::run(&ctx, args),
+        Command::Telemetry(cmd) => telemetry::run(&ctx, cmd),
+        Command::Diagnostics(args) => diagnostics::run(&ctx, args),
     }
 }

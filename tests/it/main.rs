@@ -3,6 +3,9 @@
 mod support;
 
 mod config;
+mod crash;
 mod doctor;
 mod hooks;
+mod logging;
+mod telemetry;
 mod tidy;
