@@ -72,6 +72,8 @@ pub fn run(paths: &Paths, config: &anyhow::Result<Config>, opts: &Options) -> Re
     let defaults = Config::defaults();
     let cfg = config.as_ref().unwrap_or(&defaults);
     checks.push(check_dirs(paths));
+    checks.push(check_crash_roundtrip(cfg));
+    checks.push(check_log_roundtrip(cfg));
     checks.push(check_anonymizer(paths));
     checks.push(check_http(opts));
     checks.push(check_inotify(paths, cfg));
@@ -134,6 +136,85 @@ fn check_dirs(paths: &Paths) -> Check {
             problems.join("; "),
             "fix the permissions, or point COMFYVN_RUNTIME_ROOT (or COMFYVN_LOG_DIR etc.) at a writable folder",
         )
+    }
+}
+
+/// A scratch runtime root under the system temp folder, removed when dropped.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> std::io::Result<Scratch> {
+        let dir = std::env::temp_dir().join(format!(
+            "comfyvn-doctor-{}-{}",
+            std::process::id(),
+            crate::digest::random_hex8()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Write a crash dump into a scratch root and read it back, so the real crash folder stays clean.
+fn check_crash_roundtrip(config: &Config) -> Check {
+    const NAME: &str = "crash_capture";
+    let result = (|| -> anyhow::Result<String> {
+        let scratch = Scratch::new()?;
+        let paths = Paths::under(&scratch.0);
+        let reporter = crate::crash::Reporter::new(&paths, Some(config));
+        let probe = anyhow::anyhow!("doctor probe: crash capture round-trip");
+        let info = reporter.capture_error(&probe, serde_json::Map::new(), &[])?;
+        let back = crate::fs::read_json_opt(&info.path)?.ok_or_else(|| anyhow::anyhow!("dump vanished"))?;
+        for field in ["event_id", "timestamp", "exc_type", "message", "traceback", "pid", "fingerprint"] {
+            if back.get(field).is_none() {
+                anyhow::bail!("{}: missing field {field}", info.path.display());
+            }
+        }
+        Ok(format!("wrote and read back a dump ({} bytes of JSON)", crate::fs::read_string(&info.path)?.len()))
+    })();
+    match result {
+        Ok(detail) => Check::pass(NAME, detail),
+        Err(e) => {
+            Check::fail(NAME, format!("{e:#}"), "crash dumps need a writable log folder; run with -v for details")
+        }
+    }
+}
+
+/// Emit one structured record through a private JSON layer into a scratch log folder and read it back.
+fn check_log_roundtrip(config: &Config) -> Check {
+    const NAME: &str = "log_emission";
+    use tracing_subscriber::layer::SubscriberExt as _;
+    let result = (|| -> anyhow::Result<String> {
+        let scratch = Scratch::new()?;
+        let settings = crate::log::LogSettings {
+            level: tracing::level_filters::LevelFilter::INFO,
+            log_dir: scratch.0.join("logs"),
+            keep_runs: 1,
+            max_log_bytes: config.obs.logging.max_log_bytes,
+            stderr: false,
+        };
+        let sink = std::sync::Arc::new(crate::log::RunSink::new(&settings));
+        let subscriber = tracing_subscriber::registry().with(crate::log::JsonLayer::new(Some(sink.clone()), false));
+        let marker = crate::digest::random_hex8();
+        tracing::subscriber::with_default(subscriber, || tracing::info!(probe = %marker, "doctor.log_probe"));
+        let path = sink.path().ok_or_else(|| anyhow::anyhow!("the log line was not written"))?;
+        let text = crate::fs::read_string(&path)?;
+        let line = text.lines().last().unwrap_or_default();
+        let record: Value =
+            serde_json::from_str(line).map_err(|e| anyhow::anyhow!("{}: not JSON: {e}", path.display()))?;
+        if record.get("probe").and_then(Value::as_str) != Some(marker.as_str()) {
+            anyhow::bail!("{}: the probe line did not come back: {line}", path.display());
+        }
+        Ok("a JSON log line was written and read back".to_string())
+    })();
+    match result {
+        Ok(detail) => Check::pass(NAME, detail),
+        Err(e) => Check::fail(NAME, format!("{e:#}"), "structured logs need a writable log folder"),
     }
 }
 

@@ -16,7 +16,7 @@ pub fn run(ctx: &Ctx, cmd: HooksCommand) -> Result<ExitCode> {
     match cmd {
         HooksCommand::List(args) => list(&bus, args),
         HooksCommand::Tail(args) => tail(&bus, args),
-        HooksCommand::Emit(args) => emit(&bus, args),
+        HooksCommand::Emit(args) => emit(ctx, &bus, args),
     }
 }
 
@@ -69,10 +69,14 @@ fn tail(bus: &Bus, args: TailArgs) -> Result<ExitCode> {
     Ok(ExitCode::Success)
 }
 
-fn emit(bus: &Bus, args: EmitArgs) -> Result<ExitCode> {
+fn emit(ctx: &Ctx, bus: &Bus, args: EmitArgs) -> Result<ExitCode> {
     let data: Value =
         serde_json::from_str(&args.data).with_context(|| format!("--data is not valid JSON: {}", args.data))?;
     let env = bus.emit(&args.event, data)?;
+    // Telemetry samples explicitly emitted hooks (when opted in); a telemetry failure never fails the emit.
+    if let Err(e) = crate::telemetry::Telemetry::new(&ctx.paths, &ctx.config).record_hook(&env.event, &env.data) {
+        tracing::warn!(error = %format!("{e:#}"), "telemetry.record_hook_failed");
+    }
     output::json_line(&env)?;
     Ok(ExitCode::Success)
 }

@@ -72,3 +72,20 @@ fn list_has_the_catalogue() {
     assert!(names.contains(&"on_asset_registered"));
     assert_eq!(names.iter().filter(|n| n.starts_with("on_")).count(), 63);
 }
+
+#[test]
+fn emitted_hooks_are_sampled_by_telemetry_only_when_opted_in() {
+    let env = TestEnv::new();
+    env.run(&["hooks", "emit", "on_scene_enter", "--data", r#"{"scene_id": "a"}"#]).ok();
+    assert!(!env.path("logs/telemetry/usage.json").exists());
+    env.write(
+        "config/comfyvn.json",
+        r#"{"features": {"enable_observability": true}, "telemetry": {"telemetry_opt_in": true}}"#,
+    );
+    env.run(&["hooks", "emit", "on_scene_enter", "--data", r#"{"scene_id": "b", "user_email": "x@y.z"}"#]).ok();
+    let usage: serde_json::Value = serde_json::from_str(&env.read("logs/telemetry/usage.json")).unwrap();
+    let hook = &usage["hooks"]["on_scene_enter"];
+    assert_eq!(hook["total"], 1);
+    let sample = hook["samples"][0]["payload"].to_string();
+    assert!(!sample.contains("x@y.z"), "{sample}");
+}
