@@ -10,6 +10,7 @@ pub mod digest;
 pub mod exit_code;
 pub mod fs;
 pub mod hooks;
+pub mod http;
 pub mod output;
 pub mod paths;
 pub mod signals;

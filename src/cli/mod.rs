@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand};
 
 pub mod config;
 pub mod hooks;
+pub mod serve;
 
 /// Observability and debugging for the ComfyVN studio pipeline: crash dumps, telemetry, structured
 /// logs, asset sidecars and audits, hook history, webhooks and an HTTP API.
@@ -56,6 +57,8 @@ pub enum Command {
     /// The hook catalogue and history: list, tail, emit.
     #[command(subcommand)]
     Hooks(hooks::HooksCommand),
+    /// Serve the HTTP API and the live hook stream until SIGINT/SIGTERM.
+    Serve(serve::ServeArgs),
 }
 
 /// Parse `KEY=VALUE` pairs (used by `--context`).

@@ -11,6 +11,7 @@ use crate::paths::{PathOverrides, Paths};
 
 pub mod config;
 pub mod hooks;
+pub mod serve;
 
 /// What every command gets: the resolved paths and configuration.
 pub struct Ctx {
@@ -62,5 +63,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Config(cmd) => config::run(&ctx, cmd),
         Command::Hooks(cmd) => hooks::run(&ctx, cmd),
+        Command::Serve(args) => serve::run(&ctx, args),
     }
 }
