@@ -297,14 +297,10 @@ fn handle(shared: &Arc<Shared>, state: &Arc<AppState>, mut rq: tiny_http::Reques
         (Some(d), false) => d.saturating_sub(body.consumed),
         _ => 0,
     };
-    if body.declared.is_none() && !body.done && header(&headers, "transfer-encoding").is_some() {
-        // An unread chunked body would be parsed as the next request.
-        reply = reply.with_header("Connection", "close");
-    }
-    if leftover > 0 && body.declared.unwrap_or(0) > PREBUFFERED {
-        if !body.oversize {
-            reply = reply.with_header("Connection", "close");
-        }
+    // A body left unread would be taken for the next request on the connection (tiny_http strips
+    // `Connection` headers from responses, so the connection cannot simply be marked to close).
+    let unread_chunked = body.declared.is_none() && !body.done && header(&headers, "transfer-encoding").is_some();
+    if unread_chunked || (leftover > 0 && body.declared.unwrap_or(0) > PREBUFFERED) {
         cut_connection(shared, rq, reply, &request_id, leftover);
         access_log(&method, &path, status, started, &request_id, bytes);
         return;

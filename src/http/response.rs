@@ -183,7 +183,6 @@ impl ApiError {
     pub fn too_large(limit: u64) -> ApiError {
         ApiError::new(413, &format!("request body is larger than the limit of {limit} bytes"))
             .with_details(json!({"limit_bytes": limit}))
-            .with_header("Connection", "close")
     }
 
     /// 500 `internal_error`; the cause is logged with the error id, not sent.

@@ -4,3 +4,7 @@ mod support;
 
 mod config;
 mod hooks;
+mod http;
+mod http_fuzz;
+mod http_security;
+mod http_stream;
