@@ -151,7 +151,7 @@ impl Server {
                 "is another server running there? pick another address with --bind (port 0 picks a free port)",
             )
         })?;
-        socket::set_inherited_timeouts(&listener, settings.io_timeout)?;
+        socket::set_inherited_options(&listener, settings.io_timeout)?;
         let local_addr = listener.local_addr().context("cannot read the listening address")?;
         let tiny = tiny_http::Server::from_listener(listener, None)
             .map_err(|e| anyhow!("cannot start the HTTP server on {local_addr}: {e}"))?;
@@ -286,7 +286,7 @@ fn handle(shared: &Arc<Shared>, state: &Arc<AppState>, mut rq: tiny_http::Reques
         let response::Body::Takeover(f) = std::mem::replace(&mut reply.body, response::Body::Empty) else {
             return;
         };
-        access_log(&method, &path, 101, started, &request_id, 0);
+        access_log(&method, &path, reply.status, started, &request_id, 0);
         f(rq, Arc::clone(shared), Arc::clone(state), request_id);
         return;
     }
@@ -508,4 +508,61 @@ fn access_log(method: &str, path: &str, status: u16, started: Instant, request_i
     let duration_ms = (started.elapsed().as_secs_f64() * 1e6).round() / 1e3;
     tracing::info!(target: "comfyvn_obs::http::access", method, path, status, duration_ms, request_id, bytes,
         "request");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+    use tracing::field::{Field, Visit};
+    use tracing_subscriber::layer::{Context as LayerContext, SubscriberExt};
+
+    /// One event's fields as text.
+    type Recorded = Vec<(String, String)>;
+
+    /// Records every event's fields.
+    struct Capture(Arc<Mutex<Vec<Recorded>>>);
+
+    struct Fields(Vec<(String, String)>);
+
+    impl Visit for Fields {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.push((field.name().to_string(), format!("{value:?}").trim_matches('"').to_string()));
+        }
+    }
+
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Capture {
+        fn on_event(&self, event: &tracing::Event<'_>, _ctx: LayerContext<'_, S>) {
+            let mut f = Fields(Vec::new());
+            event.record(&mut f);
+            self.0.lock().unwrap().push(f.0);
+        }
+    }
+
+    #[test]
+    fn access_log_is_one_structured_line_with_the_documented_fields() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let subscriber = tracing_subscriber::registry().with(Capture(Arc::clone(&seen)));
+        tracing::subscriber::with_default(subscriber, || {
+            access_log("GET", "/health", 200, Instant::now(), "rid-1", 15);
+        });
+        let events = seen.lock().unwrap();
+        assert_eq!(events.len(), 1);
+        let names: Vec<&str> = events[0].iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["message", "method", "path", "status", "duration_ms", "request_id", "bytes"]);
+        let get = |k: &str| events[0].iter().find(|(n, _)| n == k).unwrap().1.clone();
+        assert_eq!((get("method"), get("path"), get("status")), ("GET".into(), "/health".into(), "200".into()));
+        assert_eq!((get("request_id"), get("bytes")), ("rid-1".into(), "15".into()));
+        assert!(get("duration_ms").parse::<f64>().unwrap() >= 0.0);
+    }
+
+    #[test]
+    fn settings_come_from_the_obs_server_block() {
+        let s = ServeSettings::from_config(&Config::defaults().obs.server).unwrap();
+        assert_eq!(s.bind.to_string(), "127.0.0.1:8001");
+        assert_eq!((s.workers, s.limits.json, s.stream.max_clients), (8, 1 << 20, 64));
+        assert_eq!(s.stream.ws_ping, Duration::from_secs(20));
+        assert_eq!(s.stream.sse_keepalive, Duration::from_secs(15));
+        assert!(s.token.is_none() && !s.test_panic_route);
+    }
 }

@@ -68,8 +68,9 @@ impl Reply {
         Reply { status, headers: Vec::new(), body: Body::Empty }
     }
 
-    pub(crate) fn takeover(f: Takeover) -> Reply {
-        Reply { status: 0, headers: Vec::new(), body: Body::Takeover(f) }
+    /// Hand the connection to `f`, which answers with `status` itself (200 for SSE, 101 WebSocket).
+    pub(crate) fn takeover(status: u16, f: Takeover) -> Reply {
+        Reply { status, headers: Vec::new(), body: Body::Takeover(f) }
     }
 
     pub fn with_status(mut self, status: u16) -> Reply {

@@ -404,14 +404,17 @@ fn sse(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
     }
     let subscription = subscribe(req, topics, since)?;
     let keepalive = req.shared.settings.stream.sse_keepalive;
-    Ok(Reply::takeover(Box::new(move |rq, _shared, _state, request_id| {
-        let spawned = std::thread::Builder::new()
-            .name("sse-client".into())
-            .spawn(move || run_sse(rq, &subscription, &request_id, keepalive));
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start an SSE client thread");
-        }
-    })))
+    Ok(Reply::takeover(
+        200,
+        Box::new(move |rq, _shared, _state, request_id| {
+            let spawned = std::thread::Builder::new()
+                .name("sse-client".into())
+                .spawn(move || run_sse(rq, &subscription, &request_id, keepalive));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start an SSE client thread");
+            }
+        }),
+    ))
 }
 
 fn run_sse(rq: tiny_http::Request, subscription: &Subscription, request_id: &str, keepalive: Duration) {
@@ -484,22 +487,25 @@ fn ws(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
     let subscription = subscribe(req, topics, since)?;
     let ping = req.shared.settings.stream.ws_ping;
     let catalogue = state.bus.catalogue.clone();
-    Ok(Reply::takeover(Box::new(move |rq, _shared, _state, request_id| {
-        let mut headers = Vec::new();
-        super::response::push_header(&mut headers, "Sec-WebSocket-Accept", &accept);
-        super::response::push_header(&mut headers, "X-Request-ID", &request_id);
-        let mut response = tiny_http::Response::empty(101);
-        for h in headers {
-            response.add_header(h);
-        }
-        let stream = rq.upgrade("websocket", response);
-        let spawned = std::thread::Builder::new().name("ws-client".into()).spawn(move || {
-            run_ws(stream, socket, &subscription, &catalogue, ping, &request_id);
-        });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start a WebSocket client thread");
-        }
-    })))
+    Ok(Reply::takeover(
+        101,
+        Box::new(move |rq, _shared, _state, request_id| {
+            let mut headers = Vec::new();
+            super::response::push_header(&mut headers, "Sec-WebSocket-Accept", &accept);
+            super::response::push_header(&mut headers, "X-Request-ID", &request_id);
+            let mut response = tiny_http::Response::empty(101);
+            for h in headers {
+                response.add_header(h);
+            }
+            let stream = rq.upgrade("websocket", response);
+            let spawned = std::thread::Builder::new().name("ws-client".into()).spawn(move || {
+                run_ws(stream, socket, &subscription, &catalogue, ping, &request_id);
+            });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start a WebSocket client thread");
+            }
+        }),
+    ))
 }
 
 /// How long one WebSocket read waits before the thread looks at its queue again.
