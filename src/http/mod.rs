@@ -282,6 +282,10 @@ fn handle(shared: &Arc<Shared>, state: &Arc<AppState>, mut rq: tiny_http::Reques
         }
     };
 
+    if matches!(reply.body, response::Body::Takeover(_)) && method == "HEAD" {
+        // A stream answers HEAD with its status only; dropping the hand-off ends the subscription.
+        reply = Reply::empty(reply.status);
+    }
     if let response::Body::Takeover(_) = reply.body {
         let response::Body::Takeover(f) = std::mem::replace(&mut reply.body, response::Body::Empty) else {
             return;

@@ -136,6 +136,10 @@ fn sse_resumes_after_last_event_id_and_since() {
     assert_eq!(ids, ["2", "3", "4"]);
     let mut s = Sse::connect(&srv, "/api/modder/hooks/stream?since=3", &[]);
     assert_eq!(s.next_event().id.as_deref(), Some("4"));
+    // HEAD does not open a stream.
+    let head =
+        srv.raw(format!("HEAD /api/modder/hooks/stream HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n", srv.port()).as_bytes());
+    assert_eq!(head.status, 200);
     let r = srv.get("/api/modder/hooks/stream?since=-1");
     r.envelope(422, "validation_error");
     let r = srv.get("/api/modder/hooks/stream?topics=on_nope");
