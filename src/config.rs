@@ -122,6 +122,16 @@ pub struct ServerSettings {
     pub allowed_hosts: Vec<String>,
     pub max_json_bytes: u64,
     pub max_upload_bytes: u64,
+    /// Read/write timeout of every connection: ends idle keep-alive and stalled clients.
+    pub io_timeout_ms: u64,
+    /// Concurrent SSE + WebSocket clients; more get 503.
+    pub max_stream_clients: usize,
+    /// Events buffered per stream client (and kept for `since` resumes) before `resync_required`.
+    pub stream_buffer: usize,
+    /// SSE comment keepalive after this many idle seconds.
+    pub sse_keepalive_secs: u64,
+    /// WebSocket `{"ping": true}` after this many idle seconds.
+    pub ws_ping_secs: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod exit_code;
 pub mod fs;
 pub mod hooks;
+pub mod http;
 pub mod log;
 pub mod output;
 pub mod paths;

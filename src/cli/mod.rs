@@ -10,6 +10,7 @@ pub mod crash;
 pub mod doctor;
 pub mod hooks;
 pub mod run;
+pub mod serve;
 pub mod telemetry;
 
 /// Observability and debugging for the ComfyVN studio pipeline: crash dumps, telemetry, structured
@@ -72,6 +73,8 @@ pub enum Command {
     Telemetry(telemetry::TelemetryCommand),
     /// Write a diagnostics bundle (needs diagnostics consent) and print its path.
     Diagnostics(telemetry::DiagnosticsArgs),
+    /// Serve the HTTP API and the live hook stream until SIGINT/SIGTERM.
+    Serve(serve::ServeArgs),
 }
 
 /// Parse `KEY=VALUE` pairs (used by `--context`).

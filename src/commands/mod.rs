@@ -15,6 +15,7 @@ pub mod diagnostics;
 pub mod doctor;
 pub mod hooks;
 pub mod run;
+pub mod serve;
 pub mod telemetry;
 
 /// What every command gets: the resolved paths and configuration.
@@ -83,5 +84,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => run::run(&ctx, args),
         Command::Telemetry(cmd) => telemetry::run(&ctx, cmd),
         Command::Diagnostics(args) => diagnostics::run(&ctx, args),
+        Command::Serve(args) => serve::run(&ctx, args),
     }
 }

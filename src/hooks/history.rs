@@ -161,7 +161,7 @@ impl History {
     fn last_seq_locked(&self) -> Result<u64> {
         for file in self.files_newest_first() {
             let mut found = None;
-            scan_back(&file, |env| {
+            scan_back(&file, |env, _| {
                 found = Some(env.seq);
                 false
             })?;
@@ -180,7 +180,7 @@ impl History {
         }
         'files: for file in self.files_newest_first() {
             let mut done = false;
-            scan_back(&file, |env| {
+            scan_back(&file, |env, _| {
                 if filter.since.is_some_and(|s| env.seq <= s) {
                     done = true;
                     return false;
@@ -205,22 +205,23 @@ impl History {
     /// A reader that yields every entry with `seq > after`, oldest first, then follows new appends
     /// (across rotation).
     pub fn follow(&self, after: u64) -> Result<Follower> {
-        // Find the newest file whose first entry is already past `after`'s successor, walking back.
-        let mut queue: Vec<PathBuf> = Vec::new();
+        // Walk back from the live file to the file holding `after`; start there just past its line, so
+        // the first poll reads only what is new rather than whole files.
+        let mut queue: Vec<(PathBuf, u64)> = Vec::new();
         for file in self.files_newest_first() {
             if !file.exists() {
                 break;
             }
-            queue.push(file.clone());
-            let mut reached = false;
-            scan_back(&file, |env| {
+            let mut start = None;
+            scan_back(&file, |env, next| {
                 if env.seq <= after {
-                    reached = true;
+                    start = Some(next);
                     return false;
                 }
                 true
             })?;
-            if reached {
+            queue.push((file, start.unwrap_or(0)));
+            if start.is_some() {
                 break;
             }
         }
@@ -239,7 +240,8 @@ fn ends_with_newline(path: &Path, len: u64) -> Result<bool> {
 
 /// Visit the complete, valid lines of `path` from the last to the first until `visit` returns false.
 /// A missing file has no lines. Invalid lines are skipped.
-fn scan_back(path: &Path, mut visit: impl FnMut(Envelope) -> bool) -> Result<()> {
+/// `visit` also gets the file offset just past the line (where the next line starts).
+fn scan_back(path: &Path, mut visit: impl FnMut(Envelope, u64) -> bool) -> Result<()> {
     let mut f = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -268,7 +270,8 @@ fn scan_back(path: &Path, mut visit: impl FnMut(Envelope) -> bool) -> Result<()>
         while i > 0 {
             i -= 1;
             if data[i] == b'\n' && i + 1 < line_end {
-                if !visit_line(&data[i + 1..line_end], &mut visit) {
+                let next = start + line_end as u64 + 1;
+                if !visit_line(&data[i + 1..line_end], next, &mut visit) {
                     return Ok(());
                 }
                 line_end = i;
@@ -280,15 +283,16 @@ fn scan_back(path: &Path, mut visit: impl FnMut(Envelope) -> bool) -> Result<()>
         end = start;
     }
     if !carry.is_empty() {
-        visit_line(&carry, &mut visit);
+        let next = carry.len() as u64 + 1;
+        visit_line(&carry, next, &mut visit);
     }
     Ok(())
 }
 
-fn visit_line(line: &[u8], visit: &mut impl FnMut(Envelope) -> bool) -> bool {
+fn visit_line(line: &[u8], next: u64, visit: &mut impl FnMut(Envelope, u64) -> bool) -> bool {
     let line = line.strip_suffix(b"\n").unwrap_or(line);
     match serde_json::from_slice::<Envelope>(line) {
-        Ok(env) => visit(env),
+        Ok(env) => visit(env, next),
         Err(_) => true,
     }
 }
@@ -297,9 +301,9 @@ fn visit_line(line: &[u8], visit: &mut impl FnMut(Envelope) -> bool) -> bool {
 #[derive(Debug)]
 pub struct Follower {
     history: History,
-    /// Files still to read before the live file, oldest first (the live file is the last element
-    /// until it is opened).
-    queue: Vec<PathBuf>,
+    /// Files still to read with the offset to start at, oldest first (the live file is the last
+    /// element until it is opened).
+    queue: Vec<(PathBuf, u64)>,
     file: Option<File>,
     ino: u64,
     buf: Vec<u8>,
@@ -319,12 +323,16 @@ impl Follower {
         loop {
             if self.file.is_none() {
                 if self.queue.is_empty() {
-                    self.queue.push(self.history.path.clone());
+                    self.queue.push((self.history.path.clone(), 0));
                 }
-                let next = self.queue.remove(0);
+                let (next, offset) = self.queue.remove(0);
                 match File::open(&next) {
-                    Ok(f) => {
+                    Ok(mut f) => {
                         self.ino = f.metadata().map(|m| m.ino()).unwrap_or(0);
+                        if offset > 0 {
+                            f.seek(SeekFrom::Start(offset))
+                                .with_context(|| format!("cannot seek in {}", next.display()))?;
+                        }
                         self.file = Some(f);
                         self.buf.clear();
                     }
@@ -441,6 +449,23 @@ mod tests {
         }
         let next: Vec<u64> = f.poll().unwrap().iter().map(|e| e.seq).collect();
         assert_eq!(next, [7, 8, 9, 10, 11, 12]);
+    }
+
+    #[test]
+    fn follower_starts_just_past_the_requested_seq_instead_of_rereading_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = hist(dir.path(), 1 << 20);
+        // An out-of-order first line proves the follower seeks: reading from byte 0 would yield it.
+        let mut text = String::from("{\"seq\":100,\"event\":\"early\",\"ts\":1.0,\"data\":{}}\n");
+        for seq in 1..=10 {
+            text.push_str(&format!("{{\"seq\":{seq},\"event\":\"e\",\"ts\":1.0,\"data\":{{}}}}\n"));
+        }
+        crate::fs::write_atomic(h.path(), text.as_bytes()).unwrap();
+        let mut f = h.follow(5).unwrap();
+        let seqs: Vec<u64> = f.poll().unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seqs, [6, 7, 8, 9, 10]);
+        let mut at_end = h.follow(10).unwrap();
+        assert!(at_end.poll().unwrap().is_empty());
     }
 
     #[test]

@@ -1,0 +1,98 @@
+//! `comfyvn-obs serve`: resolve the server settings (flags over `obs.server`, the token and debug
+//! switches from the environment), start the HTTP API and the background services, wait for
+//! SIGINT/SIGTERM, then stop the services and the server in that order.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::Ctx;
+use crate::cli::serve::ServeArgs;
+use crate::exit_code::{hinted, ExitCode};
+use crate::http::{AppState, ServeSettings, Server};
+
+pub fn run(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
+    let mut settings = ServeSettings::from_config(&ctx.config.obs.server)?;
+    if let Some(bind) = &args.bind {
+        settings.bind = parse_bind(bind)?;
+    }
+    if let Some(n) = args.workers {
+        settings.workers = usize::from(n);
+    }
+    settings.token = env_var("COMFYVN_API_TOKEN");
+    settings.test_panic_route = env_var("COMFYVN_TEST_PANIC_ROUTE").as_deref() == Some("1");
+
+    let stop = crate::signals::install_stop_flag()?;
+    let mut state = AppState::new(ctx.paths.clone(), ctx.config.clone())?;
+    state.dev_mode = env_var("COMFYVN_DEV_MODE").as_deref() == Some("1");
+    let server = Server::start(state, settings)?;
+    eprintln!("listening on http://{}", server.local_addr());
+    let services = Services::start(ctx, !args.no_watch)?;
+
+    while !stop.load(Ordering::Relaxed) && server.failure().is_none() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("shutting down");
+    services.stop();
+    server.shutdown()?;
+    Ok(ExitCode::Success)
+}
+
+fn env_var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+/// `127.0.0.1:8001`, `[::1]:0`, or a name such as `localhost:8001` (first address it resolves to).
+fn parse_bind(s: &str) -> Result<SocketAddr> {
+    if let Ok(addr) = s.parse() {
+        return Ok(addr);
+    }
+    match s.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(addr)) => Ok(addr),
+        _ => Err(hinted(format!("--bind: cannot use {s:?} as an address"), "give host:port, e.g. 127.0.0.1:8001")),
+    }
+}
+
+/// The background services that run beside the API in this process and stop with it.
+///
+/// This is where the file watcher (on unless `--no-watch`) and the webhook delivery worker are started
+/// once their modules exist: each runs on its own thread, polls `stop`, and is joined by
+/// [`Services::stop`] before the server shuts down. None exists yet, so nothing is started.
+struct Services {
+    stop: Arc<AtomicBool>,
+    threads: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Services {
+    fn start(_ctx: &Ctx, watch: bool) -> Result<Services> {
+        let services = Services { stop: Arc::new(AtomicBool::new(false)), threads: Vec::new() };
+        tracing::debug!(watch, count = services.threads.len(), "background services started");
+        Ok(services)
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for (name, handle) in self.threads {
+            if handle.join().is_err() {
+                tracing::error!(service = name, "background service panicked");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_addresses() {
+        assert_eq!(parse_bind("127.0.0.1:0").unwrap().port(), 0);
+        assert!(parse_bind("[::1]:8001").unwrap().ip().is_loopback());
+        assert!(parse_bind("localhost:8001").unwrap().ip().is_loopback());
+        assert!(parse_bind("nonsense").is_err());
+    }
+}
