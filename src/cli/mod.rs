@@ -7,6 +7,8 @@ use clap::{Args, Parser, Subcommand};
 
 pub mod config;
 pub mod hooks;
+pub mod providers;
+pub mod webhooks;
 
 /// Observability and debugging for the ComfyVN studio pipeline: crash dumps, telemetry, structured
 /// logs, asset sidecars and audits, hook history, webhooks and an HTTP API.
@@ -56,6 +58,12 @@ pub enum Command {
     /// The hook catalogue and history: list, tail, emit.
     #[command(subcommand)]
     Hooks(hooks::HooksCommand),
+    /// Webhook registrations, deliveries, replays and the delivery worker.
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCommand),
+    /// The compute/API provider registry: list, health, quota.
+    #[command(subcommand)]
+    Providers(providers::ProvidersCommand),
 }
 
 /// Parse `KEY=VALUE` pairs (used by `--context`).

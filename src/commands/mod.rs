@@ -11,6 +11,8 @@ use crate::paths::{PathOverrides, Paths};
 
 pub mod config;
 pub mod hooks;
+pub mod providers;
+pub mod webhooks;
 
 /// What every command gets: the resolved paths and configuration.
 pub struct Ctx {
@@ -62,5 +64,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Config(cmd) => config::run(&ctx, cmd),
         Command::Hooks(cmd) => hooks::run(&ctx, cmd),
+        Command::Webhooks(cmd) => webhooks::run(&ctx, cmd),
+        Command::Providers(cmd) => providers::run(&ctx, cmd),
     }
 }
