@@ -913,13 +913,16 @@ impl Worker {
     }
 
     fn drop_deliveries(&mut self, ids: Vec<String>, reason: &str) -> Result<()> {
-        for id in &ids {
-            if let Some(p) = self.outbox.get(id) {
-                let entry = log_entry(p, None, Outcome::Dropped.as_str(), None, Some(reason));
-                self.log.append(&entry)?;
-            }
+        let entries: Vec<Value> = ids
+            .iter()
+            .filter_map(|id| self.outbox.get(id))
+            .map(|p| log_entry(p, None, Outcome::Dropped.as_str(), None, Some(reason)))
+            .collect();
+        self.outbox.ack(&ids, Outcome::Dropped)?;
+        for entry in &entries {
+            self.log.append(entry)?;
         }
-        self.outbox.ack(&ids, Outcome::Dropped)
+        Ok(())
     }
 
     /// Record one attempt's outcome: ack, schedule a retry, give up, or disable the registration.
@@ -930,8 +933,9 @@ impl Worker {
         }
         let Some(p) = self.outbox.get(&done.id).cloned() else { return Ok(()) };
         if done.reply.is_success() {
-            self.log.append(&log_entry(&p, Some((&done.reply, done.attempt)), "delivered", None, None))?;
+            // Ack first: a log line saying "delivered" then always means "will not be sent again".
             self.outbox.ack(std::slice::from_ref(&done.id), Outcome::Delivered)?;
+            self.log.append(&log_entry(&p, Some((&done.reply, done.attempt)), "delivered", None, None))?;
             if self.regs.get(&done.lane).is_some_and(|c| c.reg.consecutive_failures > 0) {
                 self.store.record_success(&done.lane)?;
                 if let Some(c) = self.regs.get_mut(&done.lane) {
@@ -951,8 +955,8 @@ impl Worker {
             c.reg.consecutive_failures = c.reg.consecutive_failures.saturating_add(1);
         }
         if let Some(reg) = disabled {
-            self.log.append(&log_entry(&p, Some((&done.reply, done.attempt)), "disabled", None, None))?;
             self.outbox.ack(std::slice::from_ref(&done.id), Outcome::Failed)?;
+            self.log.append(&log_entry(&p, Some((&done.reply, done.attempt)), "disabled", None, None))?;
             if let Some(c) = self.regs.get_mut(&done.lane) {
                 c.reg.enabled = false;
             }
@@ -971,13 +975,13 @@ impl Worker {
         match next_delay(&self.settings.retry_schedule_ms, done.attempt, retry_after) {
             Some(delay) if still_enabled => {
                 let next_at = now_ms() + delay.as_millis() as i64;
-                self.log.append(&log_entry(&p, Some((&done.reply, done.attempt)), "retry", Some(delay), None))?;
                 self.outbox.retry(&done.id, done.attempt, next_at)?;
+                self.log.append(&log_entry(&p, Some((&done.reply, done.attempt)), "retry", Some(delay), None))?;
                 self.delayed.push(Reverse((next_at, done.id)));
             }
             _ => {
-                self.log.append(&log_entry(&p, Some((&done.reply, done.attempt)), "failed", None, None))?;
                 self.outbox.ack(std::slice::from_ref(&done.id), Outcome::Failed)?;
+                self.log.append(&log_entry(&p, Some((&done.reply, done.attempt)), "failed", None, None))?;
             }
         }
         Ok(())

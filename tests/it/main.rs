@@ -4,3 +4,6 @@ mod support;
 
 mod config;
 mod hooks;
+mod plugins;
+mod providers;
+mod webhooks;
