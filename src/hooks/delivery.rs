@@ -37,7 +37,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::webhook::{event_matcher, Registration, WebhookStore};
+use super::webhook::{event_matcher, AttemptRun, Registration, WebhookStore};
 use super::{Bus, Envelope, Follower};
 use crate::config::{Config, WebhookSettings};
 use crate::outbound::{Client, Reply};
@@ -52,6 +52,8 @@ const COMPACT_BYTES: u64 = 4 * 1024 * 1024;
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// How often the worker looks for replay requests.
 const REPLAY_EVERY: Duration = Duration::from_millis(200);
+/// Failure counts are written to the registrations at most this often (a disable is written at once).
+const RUNS_EVERY: Duration = Duration::from_secs(1);
 
 /// The files of the delivery pipeline.
 #[derive(Debug, Clone)]
@@ -637,6 +639,9 @@ struct Worker {
     lanes: HashMap<String, Lane>,
     delayed: BinaryHeap<Reverse<(i64, String)>>,
     in_flight: usize,
+    /// Attempt outcomes per registration not yet written to the registrations file.
+    runs: HashMap<String, AttemptRun>,
+    runs_at: Instant,
     jobs: Option<Sender<Job>>,
     results: Receiver<Done>,
     threads: Vec<JoinHandle<()>>,
@@ -694,6 +699,8 @@ impl Worker {
             lanes: HashMap::new(),
             delayed: BinaryHeap::new(),
             in_flight: 0,
+            runs: HashMap::new(),
+            runs_at: Instant::now(),
             jobs: Some(job_tx),
             results: done_rx,
             threads,
@@ -735,7 +742,8 @@ impl Worker {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => bail!("webhook delivery threads exited"),
             }
-            self.persist(new == 0)?;
+            let idle = new == 0 && self.idle();
+            self.persist(idle)?;
         }
         Ok(())
     }
@@ -932,27 +940,38 @@ impl Worker {
             lane.in_flight = lane.in_flight.saturating_sub(1);
         }
         let Some(p) = self.outbox.get(&done.id).cloned() else { return Ok(()) };
+        let stored_failures = self.regs.get(&done.lane).map_or(0, |c| c.reg.consecutive_failures);
         if done.reply.is_success() {
             // Ack first: a log line saying "delivered" then always means "will not be sent again".
             self.outbox.ack(std::slice::from_ref(&done.id), Outcome::Delivered)?;
             self.log.append(&log_entry(&p, Some((&done.reply, done.attempt)), "delivered", None, None))?;
-            if self.regs.get(&done.lane).is_some_and(|c| c.reg.consecutive_failures > 0) {
-                self.store.record_success(&done.lane)?;
-                if let Some(c) = self.regs.get_mut(&done.lane) {
-                    c.reg.consecutive_failures = 0;
-                }
+            let run = self
+                .runs
+                .entry(done.lane.clone())
+                .or_insert_with(|| AttemptRun { key: done.lane.clone(), ..AttemptRun::default() });
+            if stored_failures > 0 || run.failures > 0 {
+                *run = AttemptRun { key: done.lane.clone(), reset: true, ..AttemptRun::default() };
+            } else if !run.reset {
+                self.runs.remove(&done.lane);
             }
             return Ok(());
         }
         let error = done.reply.describe();
         let still_enabled = self.regs.get(&done.lane).is_some_and(|c| c.reg.enabled);
-        let disabled = if still_enabled {
-            self.store.record_failure(&done.lane, &error, self.settings.disable_after_failures)?
-        } else {
-            None
-        };
-        if let Some(c) = self.regs.get_mut(&done.lane) {
-            c.reg.consecutive_failures = c.reg.consecutive_failures.saturating_add(1);
+        let mut disabled = None;
+        if still_enabled {
+            let run = self
+                .runs
+                .entry(done.lane.clone())
+                .or_insert_with(|| AttemptRun { key: done.lane.clone(), ..AttemptRun::default() });
+            run.failures += 1;
+            run.last_error = Some(error.clone());
+            let count = if run.reset { 0 } else { stored_failures } + run.failures;
+            let limit = self.settings.disable_after_failures;
+            if limit > 0 && count >= limit {
+                let run = self.runs.remove(&done.lane).expect("inserted above");
+                disabled = self.store.record_runs(&[run], limit)?.into_iter().next();
+            }
         }
         if let Some(reg) = disabled {
             self.outbox.ack(std::slice::from_ref(&done.id), Outcome::Failed)?;
@@ -987,19 +1006,31 @@ impl Worker {
         Ok(())
     }
 
-    /// Move the checkpoint (outbox first) and compact the outbox when it is all acked.
-    fn persist(&mut self, idle: bool) -> Result<()> {
+    /// Move the checkpoint (outbox first), write failure counts, and compact the outbox when it is
+    /// all acked. `force` writes whatever is pending (idle or shutting down).
+    fn persist(&mut self, force: bool) -> Result<()> {
         let compact = self.outbox.wants_compaction() && self.in_flight == 0;
-        if self.checkpoint_dirty && (idle || compact || self.checkpoint_at.elapsed() >= CHECKPOINT_EVERY) {
+        if self.checkpoint_dirty && (force || compact || self.checkpoint_at.elapsed() >= CHECKPOINT_EVERY) {
             self.outbox.sync()?;
             write_checkpoint(&self.files.checkpoint, self.checkpoint)?;
             self.checkpoint_dirty = false;
             self.checkpoint_at = Instant::now();
         }
+        if !self.runs.is_empty() && (force || self.runs_at.elapsed() >= RUNS_EVERY) {
+            let runs: Vec<AttemptRun> = self.runs.drain().map(|(_, r)| r).collect();
+            // Counts below the limit only: a run reaching it was written (and disabled) at once.
+            self.store.record_runs(&runs, 0)?;
+            self.runs_at = Instant::now();
+        }
         if compact && !self.checkpoint_dirty {
             self.outbox.compact()?;
         }
         Ok(())
+    }
+
+    /// Nothing to read, send or wait for.
+    fn idle(&self) -> bool {
+        self.in_flight == 0 && self.lanes.is_empty()
     }
 }
 

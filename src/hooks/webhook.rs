@@ -253,6 +253,17 @@ struct Document {
     webhooks: Vec<Registration>,
 }
 
+/// Attempt outcomes for one registration since they were last recorded.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AttemptRun {
+    pub key: String,
+    /// A 2xx arrived: the failure run starts again from zero.
+    pub reset: bool,
+    /// Failed attempts after the reset (or since the last record).
+    pub failures: u32,
+    pub last_error: Option<String>,
+}
+
 /// What an upsert did.
 #[derive(Debug, Clone)]
 pub struct Upserted {
@@ -347,29 +358,31 @@ impl WebhookStore {
         })
     }
 
-    /// Count one failed attempt; returns the registration when this failure disabled it.
-    pub fn record_failure(&self, key: &str, error: &str, disable_after: u32) -> Result<Option<Registration>> {
+    /// Apply the delivery worker's attempt counts in one write: per registration key, an optional
+    /// reset (a 2xx since the last call) followed by more failed attempts. A run reaching
+    /// `disable_after` (0 = never) disables the registration; those are returned.
+    pub fn record_runs(&self, runs: &[AttemptRun], disable_after: u32) -> Result<Vec<Registration>> {
+        let now = crate::time::iso_now();
         self.update(|regs| {
-            let reg = regs.iter_mut().find(|r| r.key() == key && r.enabled)?;
-            reg.consecutive_failures = reg.consecutive_failures.saturating_add(1);
-            reg.last_error = Some(error.to_string());
-            if disable_after > 0 && reg.consecutive_failures >= disable_after {
-                reg.enabled = false;
-                reg.disabled_at = Some(crate::time::iso_now());
-                reg.updated_at = crate::time::iso_now();
-                return Some(reg.clone());
+            let mut disabled = Vec::new();
+            for run in runs {
+                let Some(reg) = regs.iter_mut().find(|r| r.key() == run.key && r.enabled) else { continue };
+                if run.reset {
+                    reg.consecutive_failures = 0;
+                    reg.last_error = None;
+                }
+                if run.failures > 0 {
+                    reg.consecutive_failures = reg.consecutive_failures.saturating_add(run.failures);
+                    reg.last_error = run.last_error.clone();
+                }
+                if disable_after > 0 && reg.consecutive_failures >= disable_after {
+                    reg.enabled = false;
+                    reg.disabled_at = Some(now.clone());
+                    reg.updated_at = now.clone();
+                    disabled.push(reg.clone());
+                }
             }
-            None
-        })
-    }
-
-    /// A 2xx resets the failure run (no write when there was none).
-    pub fn record_success(&self, key: &str) -> Result<()> {
-        self.update(|regs| {
-            if let Some(reg) = regs.iter_mut().find(|r| r.key() == key && r.consecutive_failures > 0) {
-                reg.consecutive_failures = 0;
-                reg.last_error = None;
-            }
+            disabled
         })
     }
 
@@ -516,14 +529,19 @@ mod tests {
         let store = WebhookStore::new(&Paths::under(dir.path()));
         let new = NewWebhook { event: "on_*".into(), url: "http://x/h".into(), secret: None };
         let key = store.upsert(&new, 0).unwrap().registration.key();
-        assert!(store.record_failure(&key, "http 500", 3).unwrap().is_none());
-        store.record_success(&key).unwrap();
-        assert_eq!(store.load().unwrap()[0].consecutive_failures, 0);
-        for _ in 0..2 {
-            assert!(store.record_failure(&key, "http 500", 3).unwrap().is_none());
-        }
-        let disabled = store.record_failure(&key, "http 500", 3).unwrap().unwrap();
-        assert!(!disabled.enabled && disabled.consecutive_failures == 3);
+        let fail = |n| AttemptRun { key: key.clone(), reset: false, failures: n, last_error: Some("http 500".into()) };
+        assert!(store.record_runs(&[fail(2)], 3).unwrap().is_empty());
+        assert_eq!(store.load().unwrap()[0].consecutive_failures, 2);
+        let reset = AttemptRun { key: key.clone(), reset: true, ..AttemptRun::default() };
+        assert!(store.record_runs(&[reset], 3).unwrap().is_empty());
+        assert_eq!(
+            (store.load().unwrap()[0].consecutive_failures, store.load().unwrap()[0].last_error.clone()),
+            (0, None)
+        );
+        assert!(store.record_runs(&[fail(2)], 3).unwrap().is_empty());
+        let disabled = store.record_runs(&[fail(1)], 3).unwrap();
+        assert!(!disabled[0].enabled && disabled[0].consecutive_failures == 3);
+        assert!(store.record_runs(&[fail(5)], 3).unwrap().is_empty(), "a disabled registration is left alone");
         // Re-registering enables it again from the history's current end.
         let up = store.upsert(&new, 42).unwrap().registration;
         assert!(up.enabled && up.since_seq == 42 && up.consecutive_failures == 0);
