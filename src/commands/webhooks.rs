@@ -90,7 +90,7 @@ fn list(ctx: &Ctx, args: JsonArgs) -> Result<ExitCode> {
             r.event,
             r.enabled,
             r.consecutive_failures,
-            v["pending"],
+            v["pending"].as_u64().unwrap_or(0),
             r.url,
             secret.unwrap_or_else(|| "-".into())
         ));
@@ -142,6 +142,9 @@ fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<ExitCode> {
 
 fn run_worker(ctx: &Ctx) -> Result<ExitCode> {
     let stop = crate::signals::install_stop_flag()?;
+    if delivery::worker_active(&ctx.paths)? {
+        eprintln!("another delivery worker is running for {}; waiting for it to stop", ctx.paths.root.display());
+    }
     eprintln!("delivering webhooks for {} (Ctrl-C to stop)", ctx.paths.root.display());
     delivery::run_worker(&ctx.paths, &ctx.config, &stop)?;
     Ok(ExitCode::Success)

@@ -585,6 +585,19 @@ fn sleep_unless(stop: &AtomicBool, total: Duration) {
     }
 }
 
+/// True when a delivery worker (in `serve` or `webhooks run`) holds this root's worker lock.
+pub fn worker_active(paths: &Paths) -> Result<bool> {
+    let files = WebhookFiles::new(paths);
+    let lock = crate::fs::open_append(&files.worker_lock)?;
+    match lock.try_lock() {
+        Ok(()) => Ok(false),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(true),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", files.worker_lock.display()))
+        }
+    }
+}
+
 /// Run the delivery worker in this thread until `stop` is set (`webhooks run`). Waits while another
 /// worker holds the lock for this runtime root.
 pub fn run_worker(paths: &Paths, config: &Config, stop: &AtomicBool) -> Result<()> {

@@ -504,3 +504,27 @@ fn registrations_are_validated_upserted_and_removed() {
     assert!(r.stderr.contains("no webhook registered"), "{}", r.stderr);
     assert_eq!(env.run(&["webhooks", "list", "--json"]).ok().json(), json!([]));
 }
+
+#[test]
+fn a_second_worker_waits_for_the_first_and_takes_over_when_it_dies() {
+    let env = env_with(&[50, 100], 10);
+    let rx = Server::start(|_, _| Answer::status(200));
+    add(&env, "*", &rx.url("/h"), Some("s"));
+    emit(&env, "on_scene_enter", json!({"i": 0}));
+    let first = Worker::start(&env);
+    rx.wait_for(1); // the first worker holds the lock
+    let second = Worker::start(&env);
+    for i in 1..4 {
+        emit(&env, "on_scene_enter", json!({"i": i}));
+    }
+    rx.wait_for(4);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rx.requests().len(), 4, "two workers never both deliver");
+    first.kill9();
+    emit(&env, "on_scene_enter", json!({"i": 4}));
+    rx.wait_for(5);
+    second.stop();
+    let ids: std::collections::HashSet<String> =
+        rx.requests().iter().map(|r| r.header("webhook-id").to_string()).collect();
+    assert_eq!(ids.len(), 5);
+}
