@@ -317,8 +317,9 @@ fn a_failing_receiver_is_retried_with_the_same_id_until_it_answers_2xx() {
     let worker = Worker::start(&env);
     let reqs = rx.wait_for(3);
     wait_until("the delivered log line", || deliveries(&env).iter().any(|d| d["outcome"] == "delivered"));
+    std::thread::sleep(Duration::from_millis(300));
     worker.stop();
-    assert_eq!(reqs.len(), 3, "no attempt after the 2xx");
+    assert_eq!(rx.requests().len(), 3, "no attempt after the 2xx");
     assert!(reqs.iter().all(|r| r.header("webhook-id") == reqs[0].header("webhook-id")));
     assert!(reqs.iter().all(|r| r.body == reqs[0].body), "every attempt sends the same bytes");
     assert!(reqs.iter().all(|r| standard_ok(secret, r) && comfy_ok(secret, r)), "each attempt is signed afresh");
@@ -407,16 +408,21 @@ fn pending_deliveries_survive_kill_9_and_acked_ones_are_never_sent_again() {
     let up = Arc::new(AtomicBool::new(false));
     let up2 = Arc::clone(&up);
     let rx = Server::start(move |_, _| Answer::status(if up2.load(Ordering::SeqCst) { 200 } else { 503 }));
+    // A second receiver that keeps its deliveries pending for the whole test, so the outbox is never
+    // compacted and still holds the acks when the checkpoint is rolled back below.
+    let stuck =
+        Server::start(|_, _| Answer { headers: vec![("Retry-After".into(), "30".into())], ..Answer::status(503) });
     add(&env, "*", &rx.url("/h"), Some("whsec_c2VjcmV0LWtleS1ieXRlcw=="));
+    add(&env, "*", &stuck.url("/stuck"), Some("s"));
     for i in 0..5 {
         emit(&env, "on_scene_enter", json!({"i": i}));
     }
     // Phase 1: the receiver is down; every delivery fails once and waits in the outbox.
     let worker = Worker::start(&env);
-    wait_until("five failed attempts", || deliveries(&env).iter().filter(|d| d["outcome"] == "retry").count() >= 5);
+    wait_until("ten failed attempts", || deliveries(&env).iter().filter(|d| d["outcome"] == "retry").count() >= 10);
     worker.kill9();
     let listed = env.run(&["webhooks", "list", "--json"]).ok().json();
-    assert_eq!(listed[0]["pending"], 5);
+    assert_eq!((listed[0]["pending"].as_u64(), listed[1]["pending"].as_u64()), (Some(5), Some(5)));
 
     // Phase 2: the receiver is back; a new worker resumes from the outbox.
     up.store(true, Ordering::SeqCst);
@@ -429,7 +435,9 @@ fn pending_deliveries_survive_kill_9_and_acked_ones_are_never_sent_again() {
     wait_until("eight deliveries", || delivered(&env) == 8);
     worker.kill9();
 
-    // Phase 3: after another kill -9, only the new event goes out.
+    // Phase 3: as if the kill had come before the checkpoint moved: the new worker re-reads the whole
+    // history, and the acks in the outbox keep it from sending anything twice.
+    env.write("data/webhooks/checkpoint.json", r#"{"schema": 1, "seq": 0, "updated_at": "x"}"#);
     let worker = Worker::start(&env);
     emit(&env, "on_scene_enter", json!({"i": 8}));
     wait_until("nine deliveries", || delivered(&env) == 9);
@@ -451,8 +459,28 @@ fn pending_deliveries_survive_kill_9_and_acked_ones_are_never_sent_again() {
     let mut sorted = seqs.clone();
     sorted.sort();
     assert_eq!(sorted, (0..9).collect::<Vec<_>>());
-    // All acked: the outbox was compacted down to its header.
-    assert_eq!(env.read("data/webhooks/outbox.jsonl").lines().count(), 1);
+    // The stuck receiver got each event once (its retries wait 30 s) and they are all still pending.
+    assert_eq!(stuck.requests().len(), 9);
+    let listed = env.run(&["webhooks", "list", "--json"]).ok().json();
+    assert_eq!((listed[0]["pending"].as_u64(), listed[1]["pending"].as_u64()), (Some(0), Some(9)));
+}
+
+#[test]
+fn an_all_acked_outbox_is_compacted_to_its_header() {
+    let env = env_with(&[50], 10);
+    let rx = Server::start(|_, _| Answer::status(200));
+    add(&env, "*", &rx.url("/h"), Some("s"));
+    for i in 0..3 {
+        emit(&env, "on_scene_enter", json!({"i": i}));
+    }
+    let worker = Worker::start(&env);
+    rx.wait_for(3);
+    wait_until("compaction", || {
+        std::fs::read_to_string(env.path("data/webhooks/outbox.jsonl")).is_ok_and(|t| t.lines().count() == 1)
+    });
+    worker.stop();
+    let header: Value = serde_json::from_str(env.read("data/webhooks/outbox.jsonl").trim()).unwrap();
+    assert_eq!(header, json!({"op": "header", "schema": 1}));
 }
 
 #[test]
