@@ -11,5 +11,8 @@ mod http_fuzz;
 mod http_security;
 mod http_stream;
 mod logging;
+mod plugins;
+mod providers;
 mod telemetry;
 mod tidy;
+mod webhooks;
