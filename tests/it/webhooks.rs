@@ -556,3 +556,17 @@ fn a_second_worker_waits_for_the_first_and_takes_over_when_it_dies() {
         rx.requests().iter().map(|r| r.header("webhook-id").to_string()).collect();
     assert_eq!(ids.len(), 5);
 }
+
+#[test]
+fn serve_runs_the_delivery_worker_for_events_from_any_process() {
+    let env = env_with(&[50, 100, 200], 10);
+    let receiver = Server::start(|_, _| Answer::status(200));
+    add(&env, "on_scene_enter", &receiver.url("/hook"), Some("s3cret"));
+    let _served = crate::http::Served::start_with(&env, &["--no-watch"], &[]);
+    // Emitted by a separate process while the server runs: the server's worker follows the history.
+    emit(&env, "on_scene_enter", json!({"scene_id": "from-cli"}));
+    let got = receiver.wait_for(1);
+    let body: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(body["data"]["scene_id"], "from-cli");
+    assert!(comfy_ok("s3cret", &got[0]));
+}
