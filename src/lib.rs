@@ -12,5 +12,6 @@ pub mod fs;
 pub mod hooks;
 pub mod output;
 pub mod paths;
+pub mod registry;
 pub mod signals;
 pub mod time;
