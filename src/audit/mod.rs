@@ -112,6 +112,26 @@ impl Facts {
         f
     }
 
+    /// From the fast path; a recorded path other than `rel` is the one thing to fix.
+    pub fn of_summary(s: sidecar::Summary, rel: &RelPath) -> Facts {
+        let fixable = if s.path == rel.as_str() {
+            Vec::new()
+        } else {
+            vec![format!("path: records {:?} but the sidecar is beside {:?}", s.path, rel.as_str())]
+        };
+        Facts {
+            uid: s.uid,
+            asset_type: s.asset_type,
+            recorded_path: s.path,
+            hash: s.hash,
+            bytes: Some(s.bytes),
+            license: s.license,
+            has_tags: s.has_tags,
+            provenance_source: s.provenance_source,
+            fixable,
+        }
+    }
+
     pub fn of_sidecar(s: &Sidecar) -> Facts {
         Facts {
             uid: s.uid.clone(),

@@ -2,5 +2,7 @@
 
 mod support;
 
+mod assets;
+mod audit;
 mod config;
 mod hooks;
