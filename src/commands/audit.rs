@@ -159,8 +159,8 @@ pub fn apply(ctx: &Ctx, registry: &Registry, scan: &mut Scan, plan: &[Planned]) 
             let mut line = ChangeLine::planned(planned);
             match result {
                 Ok(written) => {
-                    audit::record_written(scan, planned, written.stat);
-                    events.extend(written.events);
+                    audit::record_written(scan, planned);
+                    events.extend(written);
                     line.status = ChangeStatus::Applied;
                 }
                 Err(e) => {
