@@ -27,6 +27,8 @@ CORPUS=$BENCH_DIR/corpus-$FILES # asset files only; never holds sidecars
 MANIFEST=$CORPUS/manifest.sha256
 CLEAN=$BENCH_DIR/clean-$FILES   # hard links to the corpus plus complete, valid sidecars
 HROOT=$BENCH_DIR/hooks-root
+HISTORY=$HROOT/logs/hooks/history.jsonl
+export BIN CLEAN MANIFEST HROOT HISTORY # for the functions hyperfine runs in a child shell
 mkdir -p "$BENCH_DIR"
 unset COMFYVN_RUNTIME_ROOT COMFYVN_LOG_DIR COMFYVN_CONFIG_DIR COMFYVN_DATA_DIR COMFYVN_CACHE_DIR COMFYVN_ASSETS_ROOT
 
@@ -56,11 +58,13 @@ os.replace(manifest + ".tmp", manifest)
 PY
 fi
 
-# The clean tree: complete sidecars (tags, license, provenance) written from the manifest, once.
+# The clean tree: a copy of the corpus (not hard links: the fix runs below link the corpus, which
+# changes its inodes' ctime and would invalidate this tree's stat cache) with complete sidecars (tags,
+# license, provenance) written from the manifest, once.
 if [[ ! -f $CLEAN/.done ]]; then
   rm -rf "$CLEAN"
   mkdir -p "$CLEAN"
-  cp -al "$CORPUS/assets" "$CLEAN/assets"
+  cp -a "$CORPUS/assets" "$CLEAN/assets"
   python3 - "$CLEAN/assets" "$MANIFEST" <<'PY'
 import json, os, sys
 root, manifest = sys.argv[1], sys.argv[2]
@@ -78,7 +82,21 @@ PY
 fi
 
 # ---------------------------------------------------------------- timing helpers -----------------
-# median_of CMD...: run RUNS times (after one warm-up), print the median wall time in seconds.
+# On a shared machine, BENCH_QUIET_LOAD=1.0 waits (up to 5 min per phase) for the 1-minute load
+# average to drop below that value before each phase.
+wait_quiet() {
+  [[ -z ${BENCH_QUIET_LOAD:-} ]] && return 0
+  for ((w = 0; w < 60; w++)); do
+    python3 -c "import os, sys; sys.exit(0 if os.getloadavg()[0] < $BENCH_QUIET_LOAD else 1)" && return 0
+    sleep 5
+  done
+}
+
+now() { echo "$EPOCHREALTIME"; }
+elapsed() { python3 -c "print('%.4f' % ($2 - $1))"; }
+median() { sort -g | python3 -c 'import sys; v=[float(x) for x in sys.stdin]; print("%.4f" % v[len(v)//2])'; }
+
+# median_of RUNS CMD...: median wall time in seconds (one warm-up run first).
 median_of() {
   local runs=$1; shift
   if command -v hyperfine >/dev/null; then
@@ -89,14 +107,37 @@ median_of() {
     return
   fi
   "$@" >/dev/null 2>&1 || true
-  local times=() t0 t1
+  local t0 t1
   for ((i = 0; i < runs; i++)); do
-    t0=$EPOCHREALTIME
-    "$@" >/dev/null 2>&1 || true
-    t1=$EPOCHREALTIME
-    times+=("$(python3 -c "print($t1 - $t0)")")
+    t0=$(now); "$@" >/dev/null 2>&1 || true; t1=$(now)
+    elapsed "$t0" "$t1"
+  done | median
+}
+
+# paired RUNS FN_A FN_B: calls the shell functions A and B alternately (so load changes hit both
+# alike), one warm-up each, and prints "median_A median_B". With hyperfine, each is measured by it.
+paired() {
+  local runs=$1 a=$2 b=$3
+  if command -v hyperfine >/dev/null; then
+    echo "$(median_of "$runs" bash -c "$(declare -f "$a"); $a") $(median_of "$runs" bash -c "$(declare -f "$b"); $b")"
+    return
+  fi
+  "$a" >/dev/null 2>&1 || true
+  "$b" >/dev/null 2>&1 || true
+  local ta=() tb=() t0 t1
+  for ((i = 0; i < runs; i++)); do
+    t0=$(now); "$a" >/dev/null 2>&1 || true; t1=$(now); ta+=("$(elapsed "$t0" "$t1")")
+    t0=$(now); "$b" >/dev/null 2>&1 || true; t1=$(now); tb+=("$(elapsed "$t0" "$t1")")
   done
-  printf '%s\n' "${times[@]}" | sort -g | python3 -c 'import sys; v=[float(x) for x in sys.stdin]; print("%.4f" % v[len(v)//2])'
+  echo "$(printf '%s\n' "${ta[@]}" | median) $(printf '%s\n' "${tb[@]}" | median)"
+}
+
+# cpu_of CMD...: user + system seconds of one run.
+cpu_of() {
+  local out; out=$(mktemp)
+  /usr/bin/time -f '%U %S' -o "$out" "$@" >/dev/null 2>&1 || true
+  python3 -c "u, s = open('$out').read().split()[-2:]; print('%.2f' % (float(u) + float(s)))"
+  rm -f "$out"
 }
 
 # peak_rss_mb CMD...: peak resident set size of one run, in MB.
@@ -111,24 +152,24 @@ ratio() { python3 -c "print('%.2f' % ($1 / $2))"; }
 verdict() { python3 -c "print('PASS' if $1 else 'FAIL')"; }
 
 echo "corpus: $FILES files, $(du -sh --apparent-size "$CORPUS/assets" | cut -f1) under $CORPUS; $(nproc) cores" >&2
-cpu_of() { # user+sys seconds of one run
-  local out; out=$(mktemp)
-  /usr/bin/time -f '%U %S' -o "$out" "$@" >/dev/null 2>&1 || true
-  python3 -c "u, s = open('$out').read().split()[-2:]; print('%.2f' % (float(u) + float(s)))"
-  rm -f "$out"
-}
 
 # ---------------------------------------------------------------- 1. full audit vs sha256sum ------
 rm -rf "$CLEAN/cache" "$CLEAN/logs"
-sha=$(median_of 3 bash -c "cd '$CLEAN/assets' && sha256sum -c --quiet '$MANIFEST'")
-full=$(median_of "$RUNS" "$BIN" --root "$CLEAN" audit --full --format json)
+wait_quiet
+run_sha256sum() { (cd "$CLEAN/assets" && sha256sum -c --quiet "$MANIFEST"); }
+run_full_audit() { "$BIN" --root "$CLEAN" audit --full --format json; }
+read -r sha full < <(paired "$RUNS" run_sha256sum run_full_audit)
 full_cpu=$(cpu_of "$BIN" --root "$CLEAN" audit --full --format json)
 "$BIN" --root "$CLEAN" audit --full >/dev/null || echo "warning: the clean corpus did not pass the audit" >&2
+load1=$(cut -d' ' -f1 /proc/loadavg)
 
 # ---------------------------------------------------------------- 2. stat-only re-audit ----------
 sleep 2.1 # let the last writes age past the cache's 2 s racy window
 "$BIN" --root "$CLEAN" audit >/dev/null || true # settles the cache
+wait_quiet
 reaudit=$(median_of $((RUNS * 2)) "$BIN" --root "$CLEAN" audit --format json)
+reaudit_cpu=$(cpu_of "$BIN" --root "$CLEAN" audit --format json)
+load2=$(cut -d' ' -f1 /proc/loadavg)
 rss=$(peak_rss_mb "$BIN" --root "$CLEAN" audit --format json)
 
 # ---------------------------------------------------------------- 3. first --fix ----------------
@@ -138,23 +179,25 @@ rss=$(peak_rss_mb "$BIN" --root "$CLEAN" audit --format json)
 fix_times=()
 runs_dir=$BENCH_DIR/fix-runs
 stale=$(ls -d "$runs_dir"/* 2>/dev/null || true)
+wait_quiet
 for ((r = 0; r < 3; r++)); do
   t=$runs_dir/$$-$r
   mkdir -p "$t"
   cp -al "$CORPUS/assets" "$t/assets"
-  t0=$EPOCHREALTIME
+  sync
+  t0=$(now)
   "$BIN" --root "$t" audit --fix --format json >/dev/null || true
-  t1=$EPOCHREALTIME
-  fix_times+=("$(python3 -c "print($t1 - $t0)")")
+  t1=$(now)
+  fix_times+=("$(elapsed "$t0" "$t1")")
 done
-fix=$(printf '%s\n' "${fix_times[@]}" | sort -g | python3 -c 'import sys; v=[float(x) for x in sys.stdin]; print("%.4f" % v[len(v)//2])')
+fix=$(printf '%s\n' "${fix_times[@]}" | median)
+load3=$(cut -d' ' -f1 /proc/loadavg)
 sidecars=$(find "$t/assets" -name '*.asset.json' | wc -l)
 hook_lines=$(wc -l <"$t/logs/hooks/history.jsonl")
 # Clean up the runs of the previous invocation only now, after measuring.
 [[ -n $stale ]] && rm -rf $stale
 
 # ---------------------------------------------------------------- 4. hooks tail vs tail ----------
-HISTORY=$HROOT/logs/hooks/history.jsonl
 if [[ ! -f $HISTORY ]] || [[ $(wc -l <"$HISTORY") -ne $HISTORY_LINES ]]; then
   mkdir -p "$(dirname "$HISTORY")"
   python3 - "$HISTORY" "$HISTORY_LINES" <<'PY'
@@ -169,17 +212,20 @@ with open(path + ".tmp", "w") as f:
 import os; os.replace(path + ".tmp", path)
 PY
 fi
-tail_ours=$(median_of 30 "$BIN" --root "$HROOT" hooks tail -n 10)
-tail_base=$(median_of 30 tail -n 10 "$HISTORY")
+wait_quiet
+run_tail() { tail -n 10 "$HISTORY"; }
+run_hooks_tail() { "$BIN" --root "$HROOT" hooks tail -n 10; }
+read -r tail_base tail_ours < <(paired 30 run_tail run_hooks_tail)
 
 # ---------------------------------------------------------------- report -------------------------
 cat <<EOF
 
-comfyvn-obs registry/audit benchmark ($FILES files, $RUNS runs, medians)
+comfyvn-obs registry/audit benchmark: $FILES files, medians of $RUNS runs, $(nproc) cores
+(1-minute load average after phases 1/2/3: $load1 / $load2 / $load3)
   sha256sum -c manifest          ${sha} s
-  audit --full                   ${full} s    ratio $(ratio "$sha" "$full")x faster   (target >= 6x)   $(verdict "$sha / $full >= 6")   cpu ${full_cpu} s
-  re-audit, nothing changed      ${reaudit} s  peak RSS ${rss} MB   (target <= 0.2 s, <= 100 MB)  $(verdict "$reaudit <= 0.2 and $rss <= 100")
-  first audit --fix              ${fix} s    ${sidecars} sidecars, ${hook_lines} hook lines   (target <= 3 s)  $(verdict "$fix <= 3")
-  tail -n 10 (1M-line history)   ${tail_base} s
-  hooks tail -n 10               ${tail_ours} s    ratio $(ratio "$tail_ours" "$tail_base")x   (target <= 3x)   $(verdict "$tail_ours / $tail_base <= 3")
+  audit --full                   ${full} s   cpu ${full_cpu} s   ratio $(ratio "$sha" "$full")x faster (target >= 6x)  $(verdict "$sha / $full >= 6")
+  re-audit, nothing changed      ${reaudit} s   cpu ${reaudit_cpu} s   peak RSS ${rss} MB (target <= 0.2 s, <= 100 MB)  $(verdict "$reaudit <= 0.2 and $rss <= 100")
+  first audit --fix              ${fix} s   ${sidecars} sidecars, ${hook_lines} hook lines (target <= 3 s)  $(verdict "$fix <= 3")
+  tail -n 10, 1M-line history    ${tail_base} s
+  hooks tail -n 10               ${tail_ours} s   ratio $(ratio "$tail_ours" "$tail_base")x (target <= 3x)  $(verdict "$tail_ours / $tail_base <= 3")
 EOF

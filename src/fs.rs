@@ -287,6 +287,29 @@ pub fn move_file(src: &Path, dst: &Path) -> Result<()> {
     }
 }
 
+/// An open folder, for reading many files in it without a path walk from `/` for each one (the
+/// audit opens 40,000 files; the walk was a visible share of its time).
+#[derive(Debug)]
+pub struct Dir {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Dir {
+    pub fn open(path: &Path) -> io::Result<Dir> {
+        use rustix::fs::{open, Mode, OFlags};
+        let fd = open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(Dir { fd })
+    }
+
+    /// Open `name` (a plain file name in this folder) for reading. A symbolic link is refused
+    /// (`O_NOFOLLOW`), so a file swapped for a link after it was listed is not followed.
+    pub fn open_file(&self, name: &str) -> io::Result<File> {
+        use rustix::fs::{openat, Mode, OFlags};
+        let fd = openat(&self.fd, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(File::from(fd))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -356,6 +379,19 @@ mod tests {
         assert!(stage(&dir.path().join("d/fresh.json"), b"1").unwrap().commit_new().unwrap());
         let count = std::fs::read_dir(dir.path().join("d")).unwrap().count();
         assert_eq!(count, 4, "no temp files left");
+    }
+
+    #[test]
+    fn dir_opens_files_by_name_and_refuses_links() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), b"hello").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("a.txt"), dir.path().join("link.txt")).unwrap();
+        let d = Dir::open(dir.path()).unwrap();
+        let mut s = String::new();
+        d.open_file("a.txt").unwrap().read_to_string(&mut s).unwrap();
+        assert_eq!(s, "hello");
+        assert!(d.open_file("link.txt").is_err());
+        assert_eq!(d.open_file("missing").unwrap_err().kind(), io::ErrorKind::NotFound);
     }
 
     #[test]

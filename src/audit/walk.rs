@@ -35,6 +35,23 @@ const WHOLE_READ_MAX: u64 = 16 * 1024 * 1024;
 
 thread_local! {
     static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    /// The folder the previous file of this thread was in (root, folder below it): files come in
+    /// path order, so most opens reuse it. The scan's worker threads end with the scan, and this
+    /// with them.
+    static DIR: RefCell<Option<(std::path::PathBuf, String, crate::fs::Dir)>> = const { RefCell::new(None) };
+}
+
+/// Open `rel` (a file below `root`) for reading through a cached handle on its folder.
+fn open_rel(root: &Path, rel: &str) -> std::io::Result<std::fs::File> {
+    let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+    DIR.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.as_ref().is_none_or(|(r, d, _)| d != dir || r.as_path() != root) {
+            let path = if dir.is_empty() { root.to_path_buf() } else { root.join(dir) };
+            *cached = Some((root.to_path_buf(), dir.to_string(), crate::fs::Dir::open(&path)?));
+        }
+        cached.as_ref().expect("set above").2.open_file(name)
+    })
 }
 
 /// Scan the tree. Fails only when the assets root (or scope) cannot be read or the thread pool
@@ -116,7 +133,7 @@ fn check_one(root: &Path, a: &Found, side: Option<&Found>, cache: &StatCache, fu
     let rel = a.rel.as_str();
     let (file, file_cached) = match (!full).then(|| cache.file(rel, &a.stat)).flatten() {
         Some(hash) => (FileState::Hashed { hash: hash.to_string(), bytes: a.stat.size }, true),
-        None => match hash_file(&a.rel.under(root), a.stat.size) {
+        None => match hash_rel(root, a.rel.as_str(), a.stat.size) {
             Ok((hash, bytes)) => (FileState::Hashed { hash, bytes }, false),
             Err(e) => (FileState::Unreadable(vanished_or(&e)), false),
         },
@@ -125,17 +142,17 @@ fn check_one(root: &Path, a: &Found, side: Option<&Found>, cache: &StatCache, fu
         None => (SidecarState::Absent, None, false),
         Some(s) => match (!full).then(|| cache.sidecar(rel, &s.stat)).flatten() {
             Some(facts) => (SidecarState::Valid(facts), Some(s.stat), true),
-            None => (read_sidecar(&s.rel.under(root), &a.rel, s.stat.size), Some(s.stat), false),
+            None => (read_sidecar_rel(root, &s.rel, &a.rel, s.stat.size), Some(s.stat), false),
         },
     };
     AssetState { rel: a.rel.clone(), stat: a.stat, file, file_cached, sidecar, sidecar_stat, sidecar_cached }
 }
 
-/// Read and validate one sidecar into the facts the rules need.
-pub fn read_sidecar(path: &Path, rel: &RelPath, size_hint: u64) -> SidecarState {
+/// Read and validate one sidecar (`sidecar`, of the asset `rel`) into the facts the rules need.
+fn read_sidecar_rel(root: &Path, sidecar: &RelPath, rel: &RelPath, size_hint: u64) -> SidecarState {
     BUF.with(|buf| {
         let mut buf = buf.borrow_mut();
-        match read_whole(path, &mut buf, size_hint as usize) {
+        match open_rel(root, sidecar.as_str()).and_then(|f| read_whole(f, &mut buf, size_hint as usize)) {
             Ok(n) => match sidecar::quick(&buf[..n]) {
                 Some(summary) => SidecarState::Valid(Facts::of_summary(summary, rel)),
                 None => match sidecar::parse(&buf[..n], rel) {
@@ -148,16 +165,17 @@ pub fn read_sidecar(path: &Path, rel: &RelPath, size_hint: u64) -> SidecarState 
     })
 }
 
-/// SHA-256 and length of a file. Small files are read whole into a reused per-thread buffer: no
-/// allocation and no extra `statx`/`lseek` per file (what `read_to_end` would add), one `read` for
-/// the content and one for end-of-file.
-pub fn hash_file(path: &Path, size_hint: u64) -> std::io::Result<(String, u64)> {
+/// SHA-256 and length of the file `rel` below `root`. Small files are read whole into a reused
+/// per-thread buffer: no allocation and no extra `statx`/`lseek` per file (what `read_to_end` would
+/// add); large ones stream through `digest::sha256_file`.
+fn hash_rel(root: &Path, rel: &str, size_hint: u64) -> std::io::Result<(String, u64)> {
     if size_hint > WHOLE_READ_MAX {
-        return crate::digest::sha256_file(path);
+        return crate::digest::sha256_file(&root.join(rel));
     }
+    let file = open_rel(root, rel)?;
     BUF.with(|buf| {
         let mut buf = buf.borrow_mut();
-        let n = read_whole(path, &mut buf, size_hint as usize)?;
+        let n = read_whole(file, &mut buf, size_hint as usize)?;
         let out = (crate::digest::sha256_hex(&buf[..n]), n as u64);
         if buf.len() > 2 * WHOLE_READ_MAX as usize {
             *buf = Vec::new(); // a file grew while read: do not keep a huge buffer around
@@ -166,11 +184,23 @@ pub fn hash_file(path: &Path, size_hint: u64) -> std::io::Result<(String, u64)> 
     })
 }
 
-/// Read all of `path` into the front of `buf` (grown as needed, never shrunk) and return the length.
+/// SHA-256 and length of a file at `path` (same buffering as the scan, no folder handle cache).
+pub fn hash_file(path: &Path, size_hint: u64) -> std::io::Result<(String, u64)> {
+    if size_hint > WHOLE_READ_MAX {
+        return crate::digest::sha256_file(path);
+    }
+    let file = std::fs::File::open(path)?;
+    BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let n = read_whole(file, &mut buf, size_hint as usize)?;
+        Ok((crate::digest::sha256_hex(&buf[..n]), n as u64))
+    })
+}
+
+/// Read all of `f` into the front of `buf` (grown as needed, never shrunk) and return the length.
 /// `size_hint` is the size the walk saw: when one `read` returns exactly that many bytes into a
 /// larger buffer, that is the whole file as of the walk and the end-of-file `read` is skipped.
-fn read_whole(path: &Path, buf: &mut Vec<u8>, size_hint: usize) -> std::io::Result<usize> {
-    let mut f = std::fs::File::open(path)?;
+fn read_whole(mut f: std::fs::File, buf: &mut Vec<u8>, size_hint: usize) -> std::io::Result<usize> {
     if buf.len() < size_hint + 1 {
         buf.resize(size_hint + 1, 0);
     }

@@ -145,14 +145,16 @@ pub fn run(ctx: &Ctx, args: AuditArgs) -> Result<ExitCode> {
 }
 
 /// Write the plan chunk by chunk: one durability barrier and one hook batch per chunk, hooks in the
-/// order of the writes. A failed write is reported on its line and leaves its finding in place.
+/// order of the writes. A failed write is reported on its line and leaves its finding in place. The
+/// returned lines are sorted by path.
 pub fn apply(ctx: &Ctx, registry: &Registry, scan: &mut Scan, plan: &[Planned]) -> Result<Vec<ChangeLine>> {
     let mut lines = Vec::with_capacity(plan.len());
     if plan.is_empty() {
         return Ok(lines);
     }
     let bus = Bus::open(&ctx.paths, &ctx.config)?;
-    for chunk in plan.chunks(CHUNK) {
+    let order = write_order(plan);
+    for chunk in order.chunks(CHUNK) {
         let changes: Vec<registry::Change> = chunk.iter().map(|p| p.change.clone()).collect();
         let mut events = Vec::with_capacity(chunk.len() * 2);
         for (planned, result) in chunk.iter().zip(registry.write_batch(&changes)) {
@@ -173,7 +175,29 @@ pub fn apply(ctx: &Ctx, registry: &Registry, scan: &mut Scan, plan: &[Planned]) 
         bus.emit_batch(registry::to_hooks(&events))
             .context("sidecars were written but their hook events could not be appended")?;
     }
+    lines.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(lines)
+}
+
+/// The plan in write order: round-robin over folders (path order within each), so every chunk spans
+/// several folders and `write_batch` can work on them in parallel. Deterministic.
+fn write_order(plan: &[Planned]) -> Vec<&Planned> {
+    let mut groups: std::collections::BTreeMap<&str, std::collections::VecDeque<&Planned>> = Default::default();
+    for p in plan {
+        let dir = p.change.rel.as_str().rsplit_once('/').map_or("", |(d, _)| d);
+        groups.entry(dir).or_default().push_back(p);
+    }
+    let mut queues: Vec<_> = groups.into_values().collect();
+    let mut out = Vec::with_capacity(plan.len());
+    while !queues.is_empty() {
+        for q in &mut queues {
+            if let Some(p) = q.pop_front() {
+                out.push(p);
+            }
+        }
+        queues.retain(|q| !q.is_empty());
+    }
+    out
 }
 
 /// Update the stat cache (only when it changed) and write `logs/audit/latest.json`.

@@ -66,13 +66,17 @@ impl IgnoreRules {
     /// True when a file at `rel` is hidden or ignored (its folders are checked by the walk).
     pub fn ignores_file(&self, rel: &str) -> bool {
         let name = rel.rsplit('/').next().unwrap_or(rel);
-        name.starts_with('.') || self.file_names.is_match(name) || self.file_paths.is_match(rel)
+        name.starts_with('.')
+            || (!self.file_names.is_empty() && self.file_names.is_match(name))
+            || (!self.file_paths.is_empty() && self.file_paths.is_match(rel))
     }
 
     /// True when the folder at `rel` is hidden or ignored (nothing below it is looked at).
     pub fn ignores_dir(&self, rel: &str) -> bool {
         let name = rel.rsplit('/').next().unwrap_or(rel);
-        name.starts_with('.') || self.dir_names.is_match(name) || self.dir_paths.is_match(rel)
+        name.starts_with('.')
+            || (!self.dir_names.is_empty() && self.dir_names.is_match(name))
+            || (!self.dir_paths.is_empty() && self.dir_paths.is_match(rel))
     }
 
     /// True when `rel` or one of its folders is hidden or ignored.

@@ -274,44 +274,79 @@ impl Registry {
         Ok(Outcome { asset: change.asset, events })
     }
 
-    /// Write many sidecars with one durability barrier: stage all (in parallel), `syncfs` once,
-    /// rename each, fsync the folders. New-asset changes whose sidecar appeared in the meantime are
-    /// refused rather than overwritten. Results are in the order of `changes`.
+    /// Write many sidecars with one durability barrier: stage all, `syncfs` once, rename each,
+    /// fsync the folders. A folder's files are created and renamed by one thread (the kernel
+    /// serialises them on the folder's lock anyway); different folders go in parallel. New-asset
+    /// changes whose sidecar appeared in the meantime are refused rather than overwritten. Results
+    /// are in the order of `changes`.
     pub fn write_batch(&self, changes: &[Change]) -> Vec<Result<Vec<RegistryEvent>>> {
-        let staged: Vec<Result<crate::fs::Staged>> =
-            changes.par_iter().map(|c| crate::fs::stage(&self.sidecar_abs(&c.rel), &c.asset.to_bytes())).collect();
-        let targets: Vec<&Path> = staged.iter().filter_map(|s| s.as_ref().ok().map(|s| s.target())).collect();
+        let mut by_dir: std::collections::BTreeMap<&str, Vec<usize>> = std::collections::BTreeMap::new();
+        for (i, c) in changes.iter().enumerate() {
+            by_dir.entry(c.rel.as_str().rsplit_once('/').map_or("", |(d, _)| d)).or_default().push(i);
+        }
+        let groups: Vec<Vec<usize>> = by_dir.into_values().collect();
+        let mut results: Vec<Option<Result<Vec<RegistryEvent>>>> = (0..changes.len()).map(|_| None).collect();
+        let mut slots: Vec<Option<crate::fs::Staged>> = (0..changes.len()).map(|_| None).collect();
+        let per_group: Vec<Vec<(usize, Result<crate::fs::Staged>)>> = groups
+            .par_iter()
+            .map(|g| {
+                g.iter()
+                    .map(|&i| (i, crate::fs::stage(&self.sidecar_abs(&changes[i].rel), &changes[i].asset.to_bytes())))
+                    .collect()
+            })
+            .collect();
+        for (i, staged) in per_group.into_iter().flatten() {
+            match staged {
+                Ok(s) => slots[i] = Some(s),
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        let targets: Vec<&Path> = slots.iter().flatten().map(|s| s.target()).collect();
         if let Err(e) = crate::fs::sync_filesystem(&self.root, &targets) {
             let msg = format!("{e:#}");
-            for s in staged.into_iter().flatten() {
+            for s in slots.into_iter().flatten() {
                 s.abort();
             }
             return changes.iter().map(|_| Err(anyhow::anyhow!("{msg}"))).collect();
         }
+        let taken: Vec<Vec<(usize, crate::fs::Staged)>> =
+            groups.iter().map(|g| g.iter().filter_map(|&i| slots[i].take().map(|s| (i, s))).collect()).collect();
+        let committed: Vec<Vec<(usize, Result<PathBuf>)>> = taken
+            .into_par_iter()
+            .map(|g| {
+                g.into_iter()
+                    .map(|(i, staged)| {
+                        let target = staged.target().to_path_buf();
+                        let result = if changes[i].previous.is_none() {
+                            match staged.commit_new() {
+                                Ok(true) => Ok(target),
+                                Ok(false) => Err(anyhow::anyhow!(
+                                    "{} appeared while the audit ran; left as it is",
+                                    changes[i].rel.sidecar()
+                                )),
+                                Err(e) => Err(e),
+                            }
+                        } else {
+                            staged.commit().map(|()| target)
+                        };
+                        (i, result)
+                    })
+                    .collect()
+            })
+            .collect();
         let mut dirs = BTreeSet::new();
-        let results: Vec<Result<Vec<RegistryEvent>>> = staged
-            .into_iter()
-            .zip(changes)
-            .map(|(staged, change)| {
-                let staged = staged?;
-                let target = staged.target().to_path_buf();
-                if change.previous.is_none() {
-                    if !staged.commit_new()? {
-                        anyhow::bail!("{} appeared while the audit ran; left as it is", change.rel.sidecar());
-                    }
-                } else {
-                    staged.commit()?;
-                }
+        for (i, r) in committed.into_iter().flatten() {
+            results[i] = Some(r.map(|target| {
                 if let Some(d) = target.parent() {
                     dirs.insert(d.to_path_buf());
                 }
-                Ok(change.events(target))
-            })
-            .collect();
+                changes[i].events(target)
+            }));
+        }
         for d in dirs {
             crate::fs::sync_dir(&d);
         }
-        results
+        results.into_iter().map(|r| r.unwrap_or_else(|| Err(anyhow::anyhow!("sidecar was not written")))).collect()
     }
 
     /// Take `rel` out of the registry: the file (when present) and its sidecar move to
