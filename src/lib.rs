@@ -14,3 +14,4 @@ pub mod output;
 pub mod paths;
 pub mod signals;
 pub mod time;
+pub mod watch;
