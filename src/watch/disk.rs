@@ -30,8 +30,14 @@ pub trait Disk: Sync {
     fn hash(&self, path: &Path) -> io::Result<(String, u64)>;
     /// The whole file, `None` when it cannot be read.
     fn read(&self, path: &Path) -> Option<Vec<u8>>;
-    /// Every regular file below `dir`, at any depth, in a stable order.
-    fn files_under(&self, dir: &Path) -> Vec<PathBuf>;
+    /// Every regular file below `dir`, at any depth, in a stable order, with its stat; folders for
+    /// which `enter` says no are skipped whole. Unreadable entries are counted in the second value.
+    fn walk(&self, dir: &Path, enter: &dyn Fn(&Path) -> bool) -> (Vec<(PathBuf, Stat)>, usize);
+
+    /// Every regular file below `dir` (no pruning).
+    fn files_under(&self, dir: &Path) -> Vec<PathBuf> {
+        self.walk(dir, &|_| true).0.into_iter().map(|(p, _)| p).collect()
+    }
 }
 
 /// The real filesystem.
@@ -56,14 +62,27 @@ impl Disk for RealDisk {
         std::fs::read(path).ok()
     }
 
-    fn files_under(&self, dir: &Path) -> Vec<PathBuf> {
-        walkdir::WalkDir::new(dir)
+    fn walk(&self, dir: &Path, enter: &dyn Fn(&Path) -> bool) -> (Vec<(PathBuf, Stat)>, usize) {
+        let mut files = Vec::new();
+        let mut errors = 0;
+        let walker = walkdir::WalkDir::new(dir)
             .sort_by_file_name()
             .into_iter()
-            .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_file())
-            .map(|e| e.into_path())
-            .collect()
+            .filter_entry(|e| e.depth() == 0 || !e.file_type().is_dir() || enter(e.path()));
+        for entry in walker {
+            match entry {
+                Ok(e) if e.file_type().is_file() => {
+                    // A file removed between listing and stat is not an error: it is just gone.
+                    if let Ok(m) = e.metadata() {
+                        let mtime_ns = i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec());
+                        files.push((e.into_path(), Stat { is_dir: false, size: m.len(), mtime_ns }));
+                    }
+                }
+                Ok(_) => {}
+                Err(_) => errors += 1,
+            }
+        }
+        (files, errors)
     }
 }
 
@@ -79,14 +98,24 @@ pub mod fake {
     pub struct FakeDisk {
         files: Mutex<BTreeMap<PathBuf, (Vec<u8>, i128)>>,
         dirs: Mutex<Vec<PathBuf>>,
+        clock: Mutex<i128>,
     }
 
     impl FakeDisk {
         pub fn new() -> FakeDisk {
             FakeDisk::default()
         }
-        /// Write a file; `mtime` is whatever the test says it is.
-        pub fn write(&self, path: &str, bytes: &[u8], mtime: i128) {
+        /// Write a file with the next mtime (every write is newer than the one before).
+        pub fn write(&self, path: &str, bytes: &[u8]) {
+            let mtime = {
+                let mut c = self.clock.lock().unwrap();
+                *c += 1;
+                *c
+            };
+            self.write_at(path, bytes, mtime);
+        }
+        /// Write a file with the mtime the test says.
+        pub fn write_at(&self, path: &str, bytes: &[u8], mtime: i128) {
             self.files.lock().unwrap().insert(PathBuf::from(path), (bytes.to_vec(), mtime));
         }
         pub fn remove(&self, path: &str) {
@@ -132,8 +161,15 @@ pub mod fake {
         fn read(&self, path: &Path) -> Option<Vec<u8>> {
             self.files.lock().unwrap().get(path).map(|(b, _)| b.clone())
         }
-        fn files_under(&self, dir: &Path) -> Vec<PathBuf> {
-            self.files.lock().unwrap().keys().filter(|p| p.starts_with(dir) && *p != dir).cloned().collect()
+        fn walk(&self, dir: &Path, enter: &dyn Fn(&Path) -> bool) -> (Vec<(PathBuf, Stat)>, usize) {
+            let files = self.files.lock().unwrap();
+            let out = files
+                .iter()
+                .filter(|(p, _)| p.starts_with(dir) && p.as_path() != dir)
+                .filter(|(p, _)| p.ancestors().skip(1).take_while(|a| *a != dir).all(enter))
+                .map(|(p, (b, m))| (p.clone(), Stat { is_dir: false, size: b.len() as u64, mtime_ns: *m }))
+                .collect();
+            (out, 0)
         }
     }
 }

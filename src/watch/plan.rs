@@ -398,11 +398,9 @@ impl Planner {
             return None;
         }
         let asset = asset_of_sidecar(sidecar)?;
-        if disk.stat(&asset).is_none() {
-            // A sidecar without its file (copied in ahead of it, or an orphan): the file's own
-            // arrival, or the next reconcile, deals with it.
-            return None;
-        }
+        // A sidecar without its file (copied in ahead of it, or an orphan): the file's own arrival,
+        // or the next reconcile, deals with it.
+        disk.stat(&asset)?;
         self.seen_sidecars.insert(sidecar.to_path_buf(), digest);
         Some(Action::SidecarEdited { sidecar: sidecar.to_path_buf(), asset })
     }
@@ -490,7 +488,7 @@ impl Planner {
 pub mod tests {
     use super::*;
     use crate::watch::disk::fake::FakeDisk;
-    use crate::watch::sink::{HookEvent, Reconciled};
+    use crate::watch::sink::HookEvent;
     use anyhow::{bail, Result};
     use serde_json::{json, Value};
     use std::sync::Arc;
@@ -507,7 +505,7 @@ pub mod tests {
         fn write_sidecar(&self, asset: &Path, k: &Known) -> PathBuf {
             let s = sidecar_of(asset);
             let doc = json!({"uid": k.uid, "hash": k.hash, "bytes": k.bytes, "path": asset});
-            self.disk.write(s.to_str().unwrap(), doc.to_string().as_bytes(), 1);
+            self.disk.write(s.to_str().unwrap(), doc.to_string().as_bytes());
             s
         }
         fn read_known(&self, sidecar: &Path) -> Result<Option<Known>> {
@@ -589,7 +587,7 @@ pub mod tests {
                     let s = sidecar_of(path);
                     let trashed = self.disk.read(&s).map(|b| {
                         let t = format!("/trash/{}", s.file_name().unwrap().to_str().unwrap());
-                        self.disk.write(&t, &b, 1);
+                        self.disk.write(&t, &b);
                         self.disk.remove(s.to_str().unwrap());
                         PathBuf::from(t)
                     });
@@ -608,9 +606,6 @@ pub mod tests {
         fn replay(&self, _action: &Action) -> Result<Vec<HookEvent>> {
             Ok(Vec::new())
         }
-        fn reconcile(&self, _roots: &[PathBuf], _skip: &dyn Fn(&Path) -> bool) -> Result<Reconciled> {
-            Ok(Reconciled::default())
-        }
     }
 
     /// A planner, a fake disk and a fake registry, driven step by step with a fake clock.
@@ -619,8 +614,13 @@ pub mod tests {
         pub sink: FakeSink,
         pub planner: Planner,
         pub now: Duration,
-        pub mtime: i128,
         pub log: Vec<String>,
+    }
+
+    impl Default for World {
+        fn default() -> World {
+            World::new()
+        }
     }
 
     impl World {
@@ -633,13 +633,11 @@ pub mod tests {
                 disk,
                 planner: Planner::new(rules, SETTLE, GRACE),
                 now: Duration::ZERO,
-                mtime: 1,
                 log: Vec::new(),
             }
         }
         pub fn write(&mut self, path: &str, bytes: &[u8]) {
-            self.mtime += 1;
-            self.disk.write(path, bytes, self.mtime);
+            self.disk.write(path, bytes);
         }
         pub fn change(&mut self, c: Change) {
             self.planner.observe(c, self.now, &*self.disk, &self.sink);
@@ -737,22 +735,22 @@ pub mod tests {
                 let r = self.0.hash(p);
                 let mut n = self.1.lock().unwrap();
                 *n += 1;
-                self.0.write(p.to_str().unwrap(), &vec![b'x'; 10 + *n as usize], 100 + *n as i128);
+                self.0.write(p.to_str().unwrap(), &vec![b'x'; 10 + *n as usize]);
                 r
             }
             fn read(&self, p: &Path) -> Option<Vec<u8>> {
                 self.0.read(p)
             }
-            fn files_under(&self, d: &Path) -> Vec<PathBuf> {
-                self.0.files_under(d)
+            fn walk(&self, d: &Path, enter: &dyn Fn(&Path) -> bool) -> (Vec<(PathBuf, Stat)>, usize) {
+                self.0.walk(d, enter)
             }
         }
         let disk = Growing(FakeDisk::new(), Default::default());
-        disk.0.write("/w/a", b"abc", 1);
+        disk.0.write("/w/a", b"abc");
         assert_eq!(probe(&disk, Path::new("/w/a")), Probe::Busy(disk.stat(Path::new("/w/a"))));
         assert_eq!(probe(&disk, Path::new("/w/none")), Probe::Gone);
         let plain = FakeDisk::new();
-        plain.write("/w/a", b"abc", 1);
+        plain.write("/w/a", b"abc");
         assert_eq!(
             probe(&plain, Path::new("/w/a")),
             Probe::Hashed { hash: crate::digest::sha256_hex(b"abc"), bytes: 3 }

@@ -81,29 +81,6 @@ pub struct Applied {
     pub trashed: Option<PathBuf>,
 }
 
-/// Counts for `obs.watch_rescanned`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct RescanCounts {
-    pub registered: usize,
-    pub updated: usize,
-    pub moved: usize,
-    pub removed: usize,
-    pub unchanged: usize,
-    pub errors: usize,
-}
-
-/// What a reconcile did.
-#[derive(Debug, Clone, Default)]
-pub struct Reconciled {
-    pub counts: RescanCounts,
-    /// Hook events to publish, in order.
-    pub events: Vec<HookEvent>,
-    /// Every registered asset under the roots afterwards.
-    pub known: Vec<(PathBuf, Known)>,
-    /// Sidecars written.
-    pub sidecars: Vec<PathBuf>,
-}
-
 /// The registry, as the watcher sees it. Implementations must be callable from several threads at
 /// once for different paths (Register/Refresh batches run in parallel).
 pub trait Sink: Sync {
@@ -114,13 +91,16 @@ pub trait Sink: Sync {
     /// Carry out one action.
     fn apply(&self, action: &Action) -> Result<Applied>;
 
+    /// Carry out independent actions (registrations and refreshes of distinct files); results in
+    /// the same order. The default runs [`Sink::apply`] on the rayon pool; a registry can override it
+    /// to share one durability barrier across the batch.
+    fn apply_batch(&self, actions: &[Action]) -> Vec<Result<Applied>> {
+        use rayon::prelude::*;
+        actions.par_iter().map(|a| self.apply(a)).collect()
+    }
+
     /// The events `action` publishes, rebuilt from what is on disk: used after a crash between a
     /// sidecar write and the history append. Empty when the action's effect is not on disk (the
     /// reconcile that follows then redoes it).
     fn replay(&self, action: &Action) -> Result<Vec<HookEvent>>;
-
-    /// Bring the sidecars under `roots` in line with the files (`audit --fix` semantics: write missing
-    /// sidecars, refresh stale machine fields), leaving the files in `skip` (still being written)
-    /// alone.
-    fn reconcile(&self, roots: &[PathBuf], skip: &dyn Fn(&Path) -> bool) -> Result<Reconciled>;
 }
