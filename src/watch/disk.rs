@@ -24,7 +24,7 @@ impl Stat {
 
 /// Read-only access to the filesystem.
 pub trait Disk: Sync {
-    /// `None` when the path does not exist (or cannot be stat'ed). Does not follow a final symlink.
+    /// `None` when the path does not exist, cannot be stat'ed, or is a symbolic link.
     fn stat(&self, path: &Path) -> Option<Stat>;
     /// SHA-256 (lowercase hex) of the file's contents and the number of bytes read.
     fn hash(&self, path: &Path) -> io::Result<(String, u64)>;
@@ -47,6 +47,10 @@ pub struct RealDisk;
 impl Disk for RealDisk {
     fn stat(&self, path: &Path) -> Option<Stat> {
         let m = std::fs::symlink_metadata(path).ok()?;
+        if m.file_type().is_symlink() {
+            // Symbolic links are never followed and never assets (the registry refuses them).
+            return None;
+        }
         Some(Stat {
             is_dir: m.is_dir(),
             size: m.len(),
