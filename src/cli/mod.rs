@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod assets;
+pub mod audit;
 pub mod config;
 pub mod hooks;
 
@@ -56,6 +58,13 @@ pub enum Command {
     /// The hook catalogue and history: list, tail, emit.
     #[command(subcommand)]
     Hooks(hooks::HooksCommand),
+    /// The asset registry: list, show, register, tag, untag, set-license, remove.
+    #[command(subcommand)]
+    Assets(assets::AssetsCommand),
+    /// Audit the assets tree for CI: sidecars, hashes, licenses, duplicates.
+    Audit(audit::AuditArgs),
+    /// Re-read the registry from disk and report; --enforce-sidecars writes missing sidecars.
+    Rebuild(audit::RebuildArgs),
 }
 
 /// Parse `KEY=VALUE` pairs (used by `--context`).

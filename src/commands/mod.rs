@@ -9,8 +9,11 @@ use crate::exit_code::{ExitCode, Hinted};
 use crate::output::BrokenPipe;
 use crate::paths::{PathOverrides, Paths};
 
+pub mod assets;
+pub mod audit;
 pub mod config;
 pub mod hooks;
+pub mod rebuild;
 
 /// What every command gets: the resolved paths and configuration.
 pub struct Ctx {
@@ -62,5 +65,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Config(cmd) => config::run(&ctx, cmd),
         Command::Hooks(cmd) => hooks::run(&ctx, cmd),
+        Command::Assets(cmd) => assets::run(&ctx, cmd),
+        Command::Audit(args) => audit::run(&ctx, args),
+        Command::Rebuild(args) => rebuild::run(&ctx, args),
     }
 }

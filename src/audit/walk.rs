@@ -1,0 +1,167 @@
+//! The scan: discover the tree, then hash files and read sidecars in parallel, using the stat cache
+//! for anything unchanged.
+//!
+//! The pipeline is collect → rayon `par_iter` with a panic catch per item → results in the input
+//! order (already sorted by path), so the outcome does not depend on thread timing. Reads only;
+//! never writes.
+
+use std::cell::RefCell;
+use std::io::Read;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use rayon::prelude::*;
+
+use super::cache::StatCache;
+use super::{AssetState, Facts, FileState, Scan, ScanStats, SidecarState};
+use crate::registry::discover::vanished_or;
+use crate::registry::{sidecar, Found, Registry, RelPath};
+
+/// What to scan and how.
+#[derive(Debug, Clone, Default)]
+pub struct ScanOptions {
+    /// Only this folder or file below the assets root.
+    pub scope: Option<RelPath>,
+    /// Ignore the cache: rehash every file and re-read every sidecar.
+    pub full: bool,
+    /// Worker threads; 0 = one per core.
+    pub jobs: usize,
+}
+
+/// Files up to this size are read whole into a per-thread buffer and hashed in one call; larger ones
+/// stream through `digest::sha256_file`.
+const WHOLE_READ_MAX: u64 = 16 * 1024 * 1024;
+
+thread_local! {
+    static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Scan the tree. Fails only when the assets root (or scope) cannot be read or the thread pool
+/// cannot start; every per-file problem becomes part of the result.
+pub fn scan(registry: &Registry, cache: &StatCache, opts: &ScanOptions) -> Result<Scan> {
+    let started_at_ns = now_ns();
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.jobs).build().context("cannot start worker threads")?;
+    pool.install(|| {
+        let found = registry.discover(opts.scope.as_ref())?;
+        let mut sidecar_of: std::collections::HashMap<&str, &Found> = std::collections::HashMap::new();
+        for s in &found.sidecars {
+            if let Some(asset) = s.rel.as_str().strip_suffix(crate::registry::SUFFIX) {
+                sidecar_of.insert(asset, s);
+            }
+        }
+        let asset_names: std::collections::HashSet<&str> = found.assets.iter().map(|a| a.rel.as_str()).collect();
+        let orphans: Vec<Found> = found
+            .sidecars
+            .iter()
+            .filter(|s| s.rel.as_str().strip_suffix(crate::registry::SUFFIX).is_none_or(|a| !asset_names.contains(a)))
+            .cloned()
+            .collect();
+        let root = registry.root();
+        let assets: Vec<AssetState> = found
+            .assets
+            .par_iter()
+            .map(|a| {
+                let side = sidecar_of.get(a.rel.as_str()).copied();
+                catch_unwind(AssertUnwindSafe(|| check_one(root, a, side, cache, opts.full))).unwrap_or_else(|panic| {
+                    let why = panic
+                        .downcast_ref::<&str>()
+                        .map(|s| s.to_string())
+                        .or_else(|| panic.downcast_ref::<String>().cloned())
+                        .unwrap_or_else(|| "unknown panic".into());
+                    AssetState {
+                        rel: a.rel.clone(),
+                        stat: a.stat,
+                        file: FileState::Unreadable(format!("internal error while checking this file: {why}")),
+                        file_cached: false,
+                        sidecar: SidecarState::Absent,
+                        sidecar_stat: None,
+                        sidecar_cached: false,
+                    }
+                })
+            })
+            .collect();
+        let mut stats = ScanStats::default();
+        for a in &assets {
+            match (&a.file, a.file_cached) {
+                (FileState::Hashed { bytes, .. }, false) => {
+                    stats.files_hashed += 1;
+                    stats.bytes_hashed += bytes;
+                }
+                (FileState::Hashed { .. }, true) => stats.files_cached += 1,
+                _ => {}
+            }
+            if a.sidecar_stat.is_some() {
+                if a.sidecar_cached {
+                    stats.sidecars_cached += 1;
+                } else {
+                    stats.sidecars_read += 1;
+                }
+            }
+        }
+        Ok(Scan {
+            assets,
+            orphans,
+            troubles: found.troubles,
+            skipped: found.skipped,
+            scope: opts.scope.clone(),
+            started_at_ns,
+            stats,
+        })
+    })
+}
+
+fn check_one(root: &Path, a: &Found, side: Option<&Found>, cache: &StatCache, full: bool) -> AssetState {
+    let rel = a.rel.as_str();
+    let (file, file_cached) = match (!full).then(|| cache.file(rel, &a.stat)).flatten() {
+        Some(hash) => (FileState::Hashed { hash: hash.to_string(), bytes: a.stat.size }, true),
+        None => match hash_file(&a.rel.under(root), a.stat.size) {
+            Ok((hash, bytes)) => (FileState::Hashed { hash, bytes }, false),
+            Err(e) => (FileState::Unreadable(vanished_or(&e)), false),
+        },
+    };
+    let (sidecar, sidecar_stat, sidecar_cached) = match side {
+        None => (SidecarState::Absent, None, false),
+        Some(s) => match (!full).then(|| cache.sidecar(rel, &s.stat)).flatten() {
+            Some(facts) => (SidecarState::Valid(facts.clone()), Some(s.stat), true),
+            None => (read_sidecar(&s.rel.under(root), &a.rel), Some(s.stat), false),
+        },
+    };
+    AssetState { rel: a.rel.clone(), stat: a.stat, file, file_cached, sidecar, sidecar_stat, sidecar_cached }
+}
+
+/// Read and validate one sidecar into the facts the rules need.
+pub fn read_sidecar(path: &Path, rel: &RelPath) -> SidecarState {
+    match std::fs::read(path) {
+        Ok(bytes) => match sidecar::parse(&bytes, rel) {
+            Ok(parsed) => SidecarState::Valid(Facts::of(&parsed)),
+            Err(invalid) => SidecarState::Invalid(invalid.to_string()),
+        },
+        Err(e) => SidecarState::Unreadable(vanished_or(&e)),
+    }
+}
+
+/// SHA-256 and length of a file. Small files are read whole into a reused buffer: no per-file
+/// allocation, one `read` call for most assets.
+pub fn hash_file(path: &Path, size_hint: u64) -> std::io::Result<(String, u64)> {
+    if size_hint > WHOLE_READ_MAX {
+        return crate::digest::sha256_file(path);
+    }
+    let mut f = std::fs::File::open(path)?;
+    BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.clear();
+        buf.reserve(size_hint as usize + 1);
+        f.read_to_end(&mut buf)?;
+        let out = (crate::digest::sha256_hex(&buf), buf.len() as u64);
+        if buf.capacity() > 2 * WHOLE_READ_MAX as usize {
+            *buf = Vec::new(); // a file grew while read: do not keep a huge buffer around
+        }
+        Ok(out)
+    })
+}
+
+/// The system clock in ns since the epoch (the same clock file mtimes use).
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
