@@ -9,6 +9,7 @@ pub mod assets;
 pub mod audit;
 pub mod config;
 pub mod hooks;
+pub mod watch;
 
 /// Observability and debugging for the ComfyVN studio pipeline: crash dumps, telemetry, structured
 /// logs, asset sidecars and audits, hook history, webhooks and an HTTP API.
@@ -65,6 +66,8 @@ pub enum Command {
     Audit(audit::AuditArgs),
     /// Re-read the registry from disk and report; --enforce-sidecars writes missing sidecars.
     Rebuild(audit::RebuildArgs),
+    /// Watch asset folders: dropped, edited, renamed, deleted files become sidecars and hook events.
+    Watch(watch::WatchArgs),
 }
 
 /// Parse `KEY=VALUE` pairs (used by `--context`).

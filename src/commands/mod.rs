@@ -14,6 +14,7 @@ pub mod audit;
 pub mod config;
 pub mod hooks;
 pub mod rebuild;
+pub mod watch;
 
 /// What every command gets: the resolved paths and configuration.
 pub struct Ctx {
@@ -68,5 +69,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Assets(cmd) => assets::run(&ctx, cmd),
         Command::Audit(args) => audit::run(&ctx, args),
         Command::Rebuild(args) => rebuild::run(&ctx, args),
+        Command::Watch(args) => watch::run(&ctx, args),
     }
 }

@@ -46,6 +46,7 @@ pub mod engine;
 pub mod journal;
 pub mod plan;
 pub mod reconcile;
+pub mod registry_sink;
 
 pub mod rules;
 pub mod settle;
@@ -54,6 +55,7 @@ pub mod sink;
 pub use backend::{Fallback, Mode};
 pub use change::Change;
 pub use engine::{spawn, spawn_with_clock, Options, Summary, Watcher};
+pub use registry_sink::RegistrySink;
 
 pub use rules::{Rules, Verdict};
 pub use sink::{Action, Applied, Known, Sink};

@@ -5,16 +5,19 @@
 //! Rules, first match wins: outside every watched folder; inside one of the tool's own folders (logs,
 //! data, cache, config: history appends and trash moves must never feed back); a hidden component
 //! (this also covers the tool's own atomic-write temp files `.<name>.tmp<pid>-<n>`); a sidecar (judged
-//! by its asset); an `obs.assets.ignore` glob; otherwise an asset. This module reads no files.
+//! by its asset); an `obs.assets.ignore` glob (matched by the registry's own `IgnoreRules`, one
+//! pattern at a time, so the watcher and the registry always agree and `--explain` can name the
+//! pattern); otherwise an asset. This module reads no files.
 
 use std::path::{Component, Path, PathBuf};
 
-use anyhow::{anyhow, Result};
-use globset::{GlobBuilder, GlobMatcher};
+use anyhow::Result;
 use serde::Serialize;
 
+use crate::registry::IgnoreRules;
+
 /// File-name suffix of a sidecar: `hero.png` → `hero.png.asset.json`.
-pub const SIDECAR_SUFFIX: &str = ".asset.json";
+pub const SIDECAR_SUFFIX: &str = crate::registry::SUFFIX;
 
 /// What a path is to the watcher.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,20 +38,18 @@ pub struct Verdict {
     /// `asset`, `folder`, `sidecar` or `ignored`.
     pub class: &'static str,
     pub watched: bool,
-    /// Stable rule id: `outside-roots`, `own-folder`, `hidden`, `sidecar`, `ignore-glob`, `asset`.
+    /// Stable rule id: `outside-roots`, `own-folder`, `not-utf8`, `hidden`, `sidecar`, `ignore-glob`,
+    /// `asset`.
     pub rule: &'static str,
     pub detail: String,
 }
 
+/// One `obs.assets.ignore` pattern, compiled alone with the registry's own matcher so the decision
+/// is the registry's and `--explain` can still name the pattern that decided.
 #[derive(Debug, Clone)]
 struct Pattern {
     text: String,
-    /// A trailing `/`: matches folders only.
-    dir_only: bool,
-    /// Contains a `/` (other than trailing): matched against the path relative to the assets root;
-    /// otherwise against single path components (file or folder names), like `.gitignore`.
-    anchored: bool,
-    matcher: GlobMatcher,
+    rules: IgnoreRules,
 }
 
 /// The compiled rules for one watch session.
@@ -71,14 +72,7 @@ impl Rules {
     ) -> Result<Rules> {
         let mut patterns = Vec::with_capacity(ignore.len());
         for text in ignore {
-            let dir_only = text.ends_with('/');
-            let core = text.trim_end_matches('/').trim_start_matches("./");
-            let anchored = core.contains('/');
-            let glob = GlobBuilder::new(core.trim_start_matches('/'))
-                .literal_separator(true)
-                .build()
-                .map_err(|e| anyhow!("obs.assets.ignore: bad glob {text:?}: {e}"))?;
-            patterns.push(Pattern { text: text.clone(), dir_only, anchored, matcher: glob.compile_matcher() });
+            patterns.push(Pattern { text: text.clone(), rules: IgnoreRules::new(std::slice::from_ref(text))? });
         }
         Ok(Rules {
             assets_root: assets_root.to_path_buf(),
@@ -132,13 +126,21 @@ impl Rules {
             );
         }
         let rel = path.strip_prefix(&self.assets_root).unwrap_or_else(|_| path.strip_prefix(root).unwrap_or(path));
-        let names: Vec<&str> = rel
-            .components()
-            .filter_map(|c| match c {
-                Component::Normal(s) => s.to_str(),
-                _ => None,
-            })
-            .collect();
+        let mut names: Vec<&str> = Vec::new();
+        for c in rel.components() {
+            match c {
+                Component::Normal(os) => match os.to_str() {
+                    Some(n) => names.push(n),
+                    None => {
+                        return ignored(
+                            "not-utf8",
+                            format!("{:?} is not UTF-8, so it cannot be recorded in a sidecar", os),
+                        )
+                    }
+                },
+                _ => return ignored("outside-roots", "the path is not a plain path below the assets root".into()),
+            }
+        }
         if let Some(hidden) = names.iter().find(|n| n.starts_with('.')) {
             return ignored("hidden", format!("{hidden:?} is hidden (starts with '.')"));
         }
@@ -163,21 +165,15 @@ impl Rules {
                 };
             }
         }
-        let rel_text = names.join("/");
-        // Folder components are every name but the last, plus the last when the path is a folder.
-        let dir_count = if is_dir { names.len() } else { names.len().saturating_sub(1) };
-        for p in &self.patterns {
-            let hit = if p.anchored {
-                // A match on a folder prefix covers everything below it.
-                (!p.dir_only && p.matcher.is_match(&rel_text))
-                    || (1..=dir_count).any(|n| p.matcher.is_match(names[..n].join("/")))
-            } else if p.dir_only {
-                names[..dir_count].iter().any(|n| p.matcher.is_match(n))
-            } else {
-                names.iter().any(|n| p.matcher.is_match(n))
-            };
-            if hit {
-                return ignored("ignore-glob", format!("matches obs.assets.ignore pattern {:?}", p.text));
+        if !names.is_empty() {
+            let rel_text = names.join("/");
+            // Folders are every name but the last, plus the last when the path is a folder.
+            let dir_count = if is_dir { names.len() } else { names.len() - 1 };
+            for p in &self.patterns {
+                let dir_hit = (1..=dir_count).any(|n| p.rules.ignores_dir(&names[..n].join("/")));
+                if dir_hit || (!is_dir && p.rules.ignores_file(&rel_text)) {
+                    return ignored("ignore-glob", format!("matches obs.assets.ignore pattern {:?}", p.text));
+                }
             }
         }
         if is_dir {
