@@ -1,23 +1,33 @@
 //! The event source: notify behind notify-debouncer-full, native (inotify) when the platform allows
 //! it, polling otherwise. The only file that constructs notify watchers.
 //!
-//! Native mode asks for a very short debounce: the debouncer is there to stitch rename pairs and drop
-//! duplicates, not to wait for quiet (the settle tracker does that, per file), and inotify's
-//! close-write must reach the planner within milliseconds. Polling mode compares mtimes at one-second
-//! resolution every `poll_interval`, so its debounce can be longer.
+//! The debouncer stitches rename halves and folds bursts of create/modify events per path; its tick
+//! thread is the only thing an idle watcher runs, so the tick is long (50 ms). The events that say
+//! something is *final* cannot wait for it: close-write (a writer is done: the latency target),
+//! removals and paired renames (so a file written, closed and deleted or renamed within one debounce
+//! window is never registered under a name that no longer exists). [`Tapped`] sends those straight
+//! to the engine as well; their later debounced copies are harmless duplicates the planner
+//! recognises (it looks at the disk, and skips a file whose size and mtime it already hashed).
+//! Opens and read-closes (the watcher's own hashing produces them) are dropped at the tap.
 
-use std::path::PathBuf;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use notify::{ErrorKind, PollWatcher, RecommendedWatcher, RecursiveMode};
-use notify_debouncer_full::{new_debouncer_opt, DebounceEventResult, Debouncer, NoCache, RecommendedCache};
+use notify::event::{AccessKind, AccessMode, ModifyKind, RenameMode};
+use notify::{
+    ErrorKind, Event, EventHandler, EventKind, PollWatcher, RecommendedWatcher, RecursiveMode, Watcher, WatcherKind,
+};
+use notify_debouncer_full::{
+    new_debouncer_opt, DebounceEventResult, DebouncedEvent, Debouncer, NoCache, RecommendedCache,
+};
 use serde::Serialize;
 
-/// Native debounce: long enough to pair a rename's two halves (they arrive in one inotify read),
-/// short enough to keep close-to-event latency in single-digit milliseconds.
-pub const NATIVE_DEBOUNCE: Duration = Duration::from_millis(5);
+/// Native debounce and tick: idle cost is one wake-up per tick.
+pub const NATIVE_DEBOUNCE: Duration = Duration::from_millis(50);
 /// Polling debounce (events arrive once per poll anyway).
 pub const POLL_DEBOUNCE: Duration = Duration::from_millis(50);
 
@@ -40,7 +50,7 @@ impl Mode {
 
 /// A running event source. Dropping it stops its threads.
 pub enum Backend {
-    Native(Debouncer<RecommendedWatcher, RecommendedCache>),
+    Native(Debouncer<Tapped, RecommendedCache>),
     Polling(Debouncer<PollWatcher, NoCache>),
 }
 
@@ -102,17 +112,145 @@ pub fn start(
 }
 
 fn start_native(roots: &[PathBuf], tx: Sender<DebounceEventResult>) -> notify::Result<Backend> {
-    let mut d = new_debouncer_opt::<_, RecommendedWatcher, RecommendedCache>(
+    TAP.with(|t| *t.borrow_mut() = Some(tx.clone()));
+    let built = new_debouncer_opt::<_, Tapped, RecommendedCache>(
         NATIVE_DEBOUNCE,
         Some(NATIVE_DEBOUNCE),
         tx,
         RecommendedCache::new(),
         notify::Config::default(),
-    )?;
+    );
+    TAP.with(|t| t.borrow_mut().take());
+    let mut d = built?;
     for root in roots {
         d.watch(root, RecursiveMode::Recursive)?;
     }
     Ok(Backend::Native(d))
+}
+
+thread_local! {
+    /// The engine's channel, handed to [`Tapped::new`]: notify's `Watcher::new` has no way to pass
+    /// it, and the debouncer calls it synchronously on the thread that builds the debouncer.
+    static TAP: RefCell<Option<Sender<DebounceEventResult>>> = const { RefCell::new(None) };
+}
+
+/// What the tap does with one raw event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Straight to the engine, and not to the debouncer (close-write).
+    Fast,
+    /// Straight to the engine and also through the debouncer (removals, paired renames: the
+    /// debouncer needs them to keep its per-path queues right).
+    Both,
+    /// Through the debouncer only.
+    Debounce,
+    /// Nowhere (opens, read-closes).
+    Drop,
+}
+
+/// Where a raw event goes (see the module doc).
+pub fn route(kind: &EventKind) -> Route {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => Route::Fast,
+        EventKind::Access(_) => Route::Drop,
+        EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => Route::Both,
+        _ => Route::Debounce,
+    }
+}
+
+/// Recognises this process's own atomic writes at the source: every file the tool writes goes
+/// through a hidden temp file `.<name>.tmp<pid>-<n>` renamed over the target (`crate::fs`). The temp
+/// file's events, and the rename's halves (the `to` half is matched by its rename cookie), are
+/// dropped before the debouncer, which would otherwise turn "temp created, renamed over the sidecar"
+/// into a create of the sidecar. Another process's writes (its pid differs) are seen as usual.
+#[derive(Debug)]
+pub struct OwnWrites {
+    marker: String,
+    /// Rename cookies of our temp files' `from` halves still waiting for their `to` half.
+    cookies: VecDeque<usize>,
+}
+
+impl OwnWrites {
+    pub fn new(pid: u32) -> OwnWrites {
+        OwnWrites { marker: format!(".tmp{pid}-"), cookies: VecDeque::new() }
+    }
+
+    fn is_own_temp(&self, path: &Path) -> bool {
+        path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.') && n.contains(&self.marker))
+    }
+
+    /// True when `event` is part of one of this process's own writes (and so must be dropped).
+    pub fn is_own(&mut self, event: &Event) -> bool {
+        let tracker = event.attrs.tracker();
+        match (&event.kind, event.paths.as_slice()) {
+            (EventKind::Modify(ModifyKind::Name(RenameMode::From)), [from]) if self.is_own_temp(from) => {
+                if let Some(t) = tracker {
+                    if self.cookies.len() >= 1024 {
+                        self.cookies.pop_front();
+                    }
+                    self.cookies.push_back(t);
+                }
+                true
+            }
+            (EventKind::Modify(ModifyKind::Name(RenameMode::To)), _) => {
+                match tracker.and_then(|t| self.cookies.iter().position(|c| *c == t)) {
+                    Some(i) => {
+                        self.cookies.remove(i);
+                        true
+                    }
+                    None => false,
+                }
+            }
+            _ => event.paths.first().is_some_and(|p| self.is_own_temp(p)),
+        }
+    }
+}
+
+/// The platform's native watcher with the tap described in the module doc.
+#[derive(Debug)]
+pub struct Tapped(RecommendedWatcher);
+
+impl Watcher for Tapped {
+    fn new<F: EventHandler>(mut handler: F, config: notify::Config) -> notify::Result<Self> {
+        let tap = TAP.with(|t| t.borrow().clone());
+        let mut own = OwnWrites::new(std::process::id());
+        let inner = RecommendedWatcher::new(
+            move |res: notify::Result<Event>| {
+                let Ok(event) = &res else { return handler.handle_event(res) };
+                if own.is_own(event) {
+                    return;
+                }
+                let r = route(&event.kind);
+                if matches!(r, Route::Fast | Route::Both) {
+                    if let Some(tx) = &tap {
+                        // A closed channel means the engine is gone; nothing to do.
+                        let _ = tx.send(Ok(vec![DebouncedEvent::new(event.clone(), Instant::now())]));
+                    }
+                }
+                if matches!(r, Route::Both | Route::Debounce) || (r == Route::Fast && tap.is_none()) {
+                    handler.handle_event(res);
+                }
+            },
+            config,
+        )?;
+        Ok(Tapped(inner))
+    }
+
+    fn watch(&mut self, path: &Path, recursive_mode: RecursiveMode) -> notify::Result<()> {
+        self.0.watch(path, recursive_mode)
+    }
+
+    fn unwatch(&mut self, path: &Path) -> notify::Result<()> {
+        self.0.unwatch(path)
+    }
+
+    fn configure(&mut self, option: notify::Config) -> notify::Result<bool> {
+        self.0.configure(option)
+    }
+
+    fn kind() -> WatcherKind {
+        RecommendedWatcher::kind()
+    }
 }
 
 /// The polling backend (also used after a runtime fallback).
@@ -199,6 +337,62 @@ mod tests {
         let eacces = notify::Error::io(std::io::Error::from_raw_os_error(13));
         assert_eq!(fallback_for(&eacces, Duration::from_secs(1)), None);
         assert!(!is_limit_error(&eacces));
+    }
+
+    #[test]
+    fn the_tap_routes_final_events_past_the_debouncer() {
+        use notify::event::{CreateKind, DataChange, RemoveKind};
+        assert_eq!(route(&EventKind::Access(AccessKind::Close(AccessMode::Write))), Route::Fast);
+        assert_eq!(route(&EventKind::Access(AccessKind::Close(AccessMode::Read))), Route::Drop);
+        assert_eq!(route(&EventKind::Access(AccessKind::Open(AccessMode::Any))), Route::Drop);
+        assert_eq!(route(&EventKind::Remove(RemoveKind::File)), Route::Both);
+        assert_eq!(route(&EventKind::Modify(ModifyKind::Name(RenameMode::Both))), Route::Both);
+        assert_eq!(route(&EventKind::Modify(ModifyKind::Name(RenameMode::From))), Route::Debounce);
+        assert_eq!(route(&EventKind::Create(CreateKind::File)), Route::Debounce);
+        assert_eq!(route(&EventKind::Modify(ModifyKind::Data(DataChange::Any))), Route::Debounce);
+    }
+
+    #[test]
+    fn own_writes_are_dropped_at_the_source_and_others_are_not() {
+        let mut own = OwnWrites::new(42);
+        let ev = |kind, paths: &[&str], cookie: Option<usize>| {
+            let mut e = Event::new(kind);
+            for p in paths {
+                e = e.add_path(PathBuf::from(p));
+            }
+            if let Some(c) = cookie {
+                e = e.set_tracker(c);
+            }
+            e
+        };
+        use notify::event::CreateKind;
+        let name = |m| EventKind::Modify(ModifyKind::Name(m));
+        assert!(own.is_own(&ev(EventKind::Create(CreateKind::File), &["/a/.x.png.asset.json.tmp42-7"], None)));
+        assert!(own.is_own(&ev(name(RenameMode::From), &["/a/.x.png.asset.json.tmp42-7"], Some(9))));
+        assert!(own.is_own(&ev(name(RenameMode::To), &["/a/x.png.asset.json"], Some(9))));
+        assert!(own.is_own(&ev(
+            name(RenameMode::Both),
+            &["/a/.x.png.asset.json.tmp42-7", "/a/x.png.asset.json"],
+            Some(9)
+        )));
+        // The cookie is used up: a later rename with the same cookie value is someone else's.
+        assert!(!own.is_own(&ev(name(RenameMode::To), &["/a/x.png.asset.json"], Some(9))));
+        // Another process's write (pid 43), and ordinary files, are seen.
+        assert!(!own.is_own(&ev(name(RenameMode::From), &["/a/.x.png.asset.json.tmp43-1"], Some(10))));
+        assert!(!own.is_own(&ev(name(RenameMode::To), &["/a/x.png.asset.json"], Some(10))));
+        assert!(!own.is_own(&ev(EventKind::Create(CreateKind::File), &["/a/x.png"], None)));
+    }
+
+    #[test]
+    fn a_close_write_reaches_the_engine_without_the_debounce_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (b, _) = start(&[dir.path().to_path_buf()], false, Duration::from_millis(100), tx).unwrap();
+        std::fs::write(dir.path().join("f"), b"x").unwrap();
+        // The first message is the tapped close-write: the debounced create comes a tick later.
+        let first = rx.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+        assert_eq!(first[0].kind, EventKind::Access(AccessKind::Close(AccessMode::Write)), "{first:?}");
+        b.stop();
     }
 
     #[test]

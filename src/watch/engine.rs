@@ -217,7 +217,8 @@ pub fn spawn_with_clock<S: Sink + Send + 'static>(
     let (tx, rx) = channel();
     let (source, fallback) = backend::start(&options.roots, options.force_poll, options.poll_interval, tx.clone())?;
     let mode = source.mode();
-    let planner = Planner::new(rules, options.settle, options.grace(mode));
+    let mut planner = Planner::new(rules, options.settle, options.grace(mode));
+    planner.set_remember_writes(mode == Mode::Polling);
     let roots = options.roots.clone();
     let stop2 = Arc::clone(&stop);
     let reason =
@@ -315,7 +316,7 @@ impl<S: Sink> Engine<S> {
                 }
             }
             let actions = self.planner.tick(self.clock.now(), &self.disk, &self.sink);
-            self.execute(actions);
+            self.execute(actions, &mut RescanCounts::default());
             for problem in self.planner.take_errors() {
                 self.summary.errors += 1;
                 tracing::warn!(problem = %problem, "watch: skipped a file");
@@ -368,6 +369,8 @@ impl<S: Sink> Engine<S> {
                 return;
             }
         }
+        self.planner.set_remember_writes(true);
+        self.planner.set_grace(self.options.grace(Mode::Polling));
         let event = self.started_event(Some(fb.message.clone()));
         if let Err(e) = self.emit(vec![event]) {
             tracing::error!(error = %format!("{e:#}"), "cannot append obs.watch_started");
@@ -450,8 +453,7 @@ impl<S: Sink> Engine<S> {
             self.planner.settle_file(path, *stat, now);
         }
         self.planner.set_index(plan.known);
-        let done = self.execute(plan.actions);
-        add_counts(&mut counts, &done);
+        self.execute(plan.actions, &mut counts);
         let data = json!({
             "reason": reason,
             "registered": counts.registered,
@@ -470,13 +472,13 @@ impl<S: Sink> Engine<S> {
     }
 
     /// Carry out actions in journaled chunks; consecutive registrations/refreshes run in parallel.
-    /// Stops between chunks when asked to (the chunk in flight finishes and is recorded). Returns what
-    /// happened to each action that ran.
-    fn execute(&mut self, actions: Vec<Action>) -> Vec<(Action, Outcome)> {
-        let mut done = Vec::with_capacity(actions.len());
+    /// Stops between chunks when asked to (the chunk in flight finishes and is recorded). Adds what
+    /// happened to `counts`.
+    fn execute(&mut self, actions: Vec<Action>, counts: &mut RescanCounts) {
+        let mut ran = 0usize;
         let mut rest = actions.as_slice();
         while !rest.is_empty() {
-            if self.stopped() && !done.is_empty() {
+            if self.stopped() && ran > 0 {
                 break;
             }
             let n = chunk_len(rest);
@@ -501,12 +503,13 @@ impl<S: Sink> Engine<S> {
                         let invalid = applied.events.iter().any(|(name, _)| name == "obs.sidecar_invalid");
                         events.extend(applied.events);
                         self.summary.actions += 1;
-                        done.push((action.clone(), if invalid { Outcome::Invalid } else { Outcome::Done }));
+                        count(counts, action, if invalid { Outcome::Invalid } else { Outcome::Done });
                     }
                     Err(e) => {
                         self.summary.errors += 1;
+                        self.planner.failed(action);
                         tracing::error!(path = %action.path().display(), error = %format!("{e:#}"), "watch action failed");
-                        done.push((action.clone(), Outcome::Failed));
+                        count(counts, action, Outcome::Failed);
                     }
                 }
             }
@@ -520,8 +523,8 @@ impl<S: Sink> Engine<S> {
                     tracing::error!(error = %format!("{e:#}"), "cannot append to the hook history; the journal keeps the actions for replay")
                 }
             }
+            ran += chunk.len();
         }
-        done
     }
 }
 
@@ -540,15 +543,13 @@ fn chunk_len(actions: &[Action]) -> usize {
     actions.iter().take(CHUNK).take_while(|a| a.is_independent() == first).count().max(1)
 }
 
-fn add_counts(counts: &mut RescanCounts, done: &[(Action, Outcome)]) {
-    for (action, outcome) in done {
-        match (action, outcome) {
-            (_, Outcome::Failed) | (_, Outcome::Invalid) => counts.errors += 1,
-            (Action::Register { .. }, _) => counts.registered += 1,
-            (Action::Refresh { .. }, _) | (Action::SidecarEdited { .. }, _) => counts.updated += 1,
-            (Action::Move { .. }, _) | (Action::Restore { .. }, _) => counts.moved += 1,
-            (Action::Remove { .. }, _) => counts.removed += 1,
-        }
+fn count(counts: &mut RescanCounts, action: &Action, outcome: Outcome) {
+    match (action, outcome) {
+        (_, Outcome::Failed) | (_, Outcome::Invalid) => counts.errors += 1,
+        (Action::Register { .. }, _) => counts.registered += 1,
+        (Action::Refresh { .. }, _) | (Action::SidecarEdited { .. }, _) => counts.updated += 1,
+        (Action::Move { .. }, _) | (Action::Restore { .. }, _) => counts.moved += 1,
+        (Action::Remove { .. }, _) => counts.removed += 1,
     }
 }
 

@@ -31,13 +31,19 @@ use super::sink::{Action, Applied, Known, Sink};
 pub const REMEMBER_REMOVED: Duration = Duration::from_secs(600);
 /// At most this many removed assets are remembered (oldest forgotten first).
 pub const REMEMBER_REMOVED_MAX: usize = 10_000;
+/// How long the planner remembers the sidecar bytes it wrote and the stat of files it hashed: long
+/// enough for the echo of a write (or the debounced duplicate of a tapped event) to come back, also
+/// in polling mode; short enough that an idle watcher holds no per-file memory beyond its index.
+pub const ECHO_TTL: Duration = Duration::from_secs(120);
 
 /// The result of hashing a ready file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Probe {
+    /// `key` is the size and mtime the file had while it was hashed.
     Hashed {
         hash: String,
         bytes: u64,
+        key: (u64, i128),
     },
     /// The file changed while it was being hashed: not ready after all.
     Busy(Option<Stat>),
@@ -58,7 +64,7 @@ pub fn probe(disk: &dyn Disk, path: &Path) -> Probe {
         Ok((hash, bytes)) => {
             let after = disk.stat(path);
             if after.map(|s| s.key()) == Some(before.key()) && bytes == before.size {
-                Probe::Hashed { hash, bytes }
+                Probe::Hashed { hash, bytes, key: before.key() }
             } else {
                 Probe::Busy(after)
             }
@@ -92,7 +98,14 @@ pub struct Planner {
     pending_removals: BTreeMap<PathBuf, PendingRemoval>,
     sidecar_checks: BTreeMap<PathBuf, Duration>,
     removed: VecDeque<Removed>,
-    seen_sidecars: HashMap<PathBuf, String>,
+    /// Sidecar → digest of the bytes the watcher last wrote or checked, and when.
+    seen_sidecars: HashMap<PathBuf, (String, Duration)>,
+    /// File → size and mtime when it was last hashed and decided on, and when.
+    probed: HashMap<PathBuf, ((u64, i128), Duration)>,
+    /// Remember the bytes of every sidecar an action wrote (polling mode: the poller reports the
+    /// tool's own writes like anyone's; the native tap drops them at the source).
+    remember_writes: bool,
+    last_prune: Duration,
     queued: Vec<Action>,
     rescan: Option<String>,
     errors: Vec<String>,
@@ -111,6 +124,9 @@ impl Planner {
             sidecar_checks: BTreeMap::new(),
             removed: VecDeque::new(),
             seen_sidecars: HashMap::new(),
+            probed: HashMap::new(),
+            remember_writes: true,
+            last_prune: Duration::ZERO,
             queued: Vec::new(),
             rescan: None,
             errors: Vec::new(),
@@ -140,11 +156,26 @@ impl Planner {
         self.settle.touch(path, stat, now);
     }
 
-    /// Remember the current bytes of a sidecar the tool wrote (outside [`Planner::applied`]).
-    pub fn wrote_sidecar(&mut self, sidecar: &Path, disk: &dyn Disk) {
+    /// Remember the current bytes of a sidecar the tool wrote.
+    pub fn wrote_sidecar(&mut self, sidecar: &Path, disk: &dyn Disk, now: Duration) {
         if let Some(bytes) = disk.read(sidecar) {
-            self.seen_sidecars.insert(sidecar.to_path_buf(), crate::digest::sha256_hex(&bytes));
+            self.seen_sidecars.insert(sidecar.to_path_buf(), (crate::digest::sha256_hex(&bytes), now));
         }
+    }
+
+    /// Change the removal grace (the engine switched to polling).
+    pub fn set_grace(&mut self, grace: Duration) {
+        self.grace = grace;
+    }
+
+    /// Whether [`Planner::applied`] remembers the sidecar bytes actions wrote (see the field).
+    pub fn set_remember_writes(&mut self, on: bool) {
+        self.remember_writes = on;
+    }
+
+    /// An action failed: forget that its file was hashed, so the next event about it is looked at.
+    pub fn failed(&mut self, action: &Action) {
+        self.probed.remove(action.path());
     }
 
     /// A rescan was asked for (queue overflow); taken once.
@@ -193,7 +224,12 @@ impl Planner {
             return self.scan_folder(path, now, disk);
         }
         match self.rules.classify(path, false) {
-            Class::Asset => {}
+            Class::Asset => {
+                if self.probed.get(path).is_some_and(|(key, _)| *key == stat.key()) {
+                    // Already hashed exactly as it is (a late duplicate event): nothing to do.
+                    return;
+                }
+            }
             Class::Sidecar { .. } => {
                 self.sidecar_checks.remove(path);
                 if self.is_seen_sidecar(path, disk) {
@@ -212,13 +248,15 @@ impl Planner {
 
     fn is_seen_sidecar(&self, sidecar: &Path, disk: &dyn Disk) -> bool {
         match (self.seen_sidecars.get(sidecar), disk.read(sidecar)) {
-            (Some(seen), Some(bytes)) => *seen == crate::digest::sha256_hex(&bytes),
+            (Some((seen, _)), Some(bytes)) => *seen == crate::digest::sha256_hex(&bytes),
             _ => false,
         }
     }
 
     /// Files inside a folder that appeared produced no events of their own if they were written before
-    /// the folder's watch existed: look at each.
+    /// the folder's watch existed: look at each. Sidecars found this way are read with their file (a
+    /// pack copied in with its sidecars keeps them; an invalid one is reported then), not as edits:
+    /// the folder may hold sidecars the watcher itself just wrote.
     fn scan_folder(&mut self, dir: &Path, now: Duration, disk: &dyn Disk) {
         if !self.rules.is_watched_dir(dir) {
             return;
@@ -227,16 +265,19 @@ impl Planner {
             if self.settle.contains(&f) {
                 continue;
             }
-            match self.rules.classify(&f, false) {
-                Class::Asset => self.settle.touch(&f, disk.stat(&f), now),
-                Class::Sidecar { .. } if !self.is_seen_sidecar(&f, disk) => self.settle.touch(&f, disk.stat(&f), now),
-                _ => {}
+            if self.rules.classify(&f, false) == Class::Asset {
+                let stat = disk.stat(&f);
+                if stat.is_some_and(|s| self.probed.get(&f).is_some_and(|(key, _)| *key == s.key())) {
+                    continue; // hashed already, exactly as it is
+                }
+                self.settle.touch(&f, stat, now);
             }
         }
     }
 
     fn removed(&mut self, path: &Path, now: Duration, _disk: &dyn Disk, sink: &dyn Sink) {
         self.settle.forget_under(path);
+        self.probed.retain(|p, _| !p.starts_with(path));
         if let Class::Sidecar { .. } = self.rules.classify(path, false) {
             // Maybe an editor's save of the sidecar (renamed away, rewritten); look again after the grace.
             self.sidecar_checks.insert(path.to_path_buf(), now + self.grace);
@@ -337,7 +378,10 @@ impl Planner {
         sink: &dyn Sink,
     ) -> Option<Action> {
         let (hash, bytes) = match probe {
-            Probe::Hashed { hash, bytes } => (hash, bytes),
+            Probe::Hashed { hash, bytes, key } => {
+                self.probed.insert(path.to_path_buf(), (key, now));
+                (hash, bytes)
+            }
             Probe::Busy(stat) => {
                 self.settle.touch(path, stat, now);
                 return None;
@@ -351,10 +395,17 @@ impl Planner {
         // It is here: whatever removal was pending for this path was the first half of a save.
         self.pending_removals.remove(path);
         match sink.lookup(path) {
-            Err(e) => {
-                // A sidecar the person broke: leave it alone; its own edit event reports it.
-                self.errors.push(format!("{e:#}"));
-                None
+            Err(_) => {
+                // A sidecar a person broke (or copied in broken): never rewritten; validated and
+                // reported once per content.
+                let sidecar = sidecar_of(path);
+                if self.is_seen_sidecar(&sidecar, disk) {
+                    return None;
+                }
+                if let Some(bytes) = disk.read(&sidecar) {
+                    self.seen_sidecars.insert(sidecar.clone(), (crate::digest::sha256_hex(&bytes), now));
+                }
+                Some(Action::SidecarEdited { sidecar, asset: path.to_path_buf() })
             }
             Ok(Some(k)) if k.hash == hash => {
                 self.index.insert(path.to_path_buf(), k);
@@ -391,17 +442,17 @@ impl Planner {
         }
     }
 
-    fn decide_sidecar(&mut self, sidecar: &Path, _now: Duration, disk: &dyn Disk) -> Option<Action> {
+    fn decide_sidecar(&mut self, sidecar: &Path, now: Duration, disk: &dyn Disk) -> Option<Action> {
         let bytes = disk.read(sidecar)?;
         let digest = crate::digest::sha256_hex(&bytes);
-        if self.seen_sidecars.get(sidecar) == Some(&digest) {
+        if self.seen_sidecars.get(sidecar).is_some_and(|(seen, _)| *seen == digest) {
             return None;
         }
         let asset = asset_of_sidecar(sidecar)?;
         // A sidecar without its file (copied in ahead of it, or an orphan): the file's own arrival,
         // or the next reconcile, deals with it.
         disk.stat(&asset)?;
-        self.seen_sidecars.insert(sidecar.to_path_buf(), digest);
+        self.seen_sidecars.insert(sidecar.to_path_buf(), (digest, now));
         Some(Action::SidecarEdited { sidecar: sidecar.to_path_buf(), asset })
     }
 
@@ -438,6 +489,11 @@ impl Planner {
         while self.removed.front().is_some_and(|r| now.saturating_sub(r.at) > REMEMBER_REMOVED) {
             self.removed.pop_front();
         }
+        if now.saturating_sub(self.last_prune) >= Duration::from_secs(1) {
+            self.last_prune = now;
+            self.seen_sidecars.retain(|_, (_, at)| now.saturating_sub(*at) <= ECHO_TTL);
+            self.probed.retain(|_, (_, at)| now.saturating_sub(*at) <= ECHO_TTL);
+        }
         out
     }
 
@@ -451,6 +507,7 @@ impl Planner {
             }
             Action::Move { from, to } => {
                 self.index.remove(from);
+                self.probed.remove(from);
                 self.seen_sidecars.remove(&sidecar_of(from));
                 if let Some(k) = &applied.known {
                     self.index.insert(to.clone(), k.clone());
@@ -458,6 +515,7 @@ impl Planner {
             }
             Action::Remove { path, known } => {
                 self.index.remove(path);
+                self.probed.remove(path);
                 self.seen_sidecars.remove(&sidecar_of(path));
                 self.removed.push_back(Removed {
                     path: path.clone(),
@@ -478,8 +536,8 @@ impl Planner {
                 }
             },
         }
-        if let Some(s) = &applied.sidecar {
-            self.wrote_sidecar(s, disk);
+        if let Some(s) = applied.sidecar.as_ref().filter(|_| self.remember_writes) {
+            self.wrote_sidecar(s, disk, now);
         }
     }
 }
@@ -753,7 +811,11 @@ pub mod tests {
         plain.write("/w/a", b"abc");
         assert_eq!(
             probe(&plain, Path::new("/w/a")),
-            Probe::Hashed { hash: crate::digest::sha256_hex(b"abc"), bytes: 3 }
+            Probe::Hashed {
+                hash: crate::digest::sha256_hex(b"abc"),
+                bytes: 3,
+                key: plain.stat(Path::new("/w/a")).unwrap().key()
+            }
         );
     }
 
@@ -967,6 +1029,37 @@ pub mod tests {
         world.change(Change::Removed { path: w("/w/scratch.png") });
         assert!(world.run(5000).is_empty());
         assert_eq!(world.planner.next_deadline(world.now), None, "nothing left pending");
+    }
+
+    #[test]
+    fn a_late_duplicate_event_for_a_file_already_hashed_costs_nothing() {
+        let mut world = world_with_a();
+        // The debounced copy of the create arrives after the tapped close-write did the work.
+        world.change(Change::Written { path: w("/w/a.png") });
+        assert_eq!(world.planner.next_deadline(world.now), None, "nothing to settle");
+        // After a failed action the same event is looked at again.
+        let action = Action::Register { path: w("/w/a.png"), hash: String::new(), bytes: 0 };
+        world.planner.failed(&action);
+        world.change(Change::Written { path: w("/w/a.png") });
+        assert!(world.planner.next_deadline(world.now).is_some());
+        // And a real change is never skipped.
+        let mut world = world_with_a();
+        world.write("/w/a.png", b"v2");
+        world.change(Change::Written { path: w("/w/a.png") });
+        assert_eq!(world.run(500), [format!("refresh /w/a.png (was {})", h8(b"v1"))]);
+    }
+
+    #[test]
+    fn a_file_whose_sidecar_is_broken_is_reported_once_and_the_sidecar_left_alone() {
+        let mut world = world_with_a();
+        world.write("/w/a.png.asset.json", b"{ broken");
+        world.write("/w/a.png", b"v2");
+        world.change(Change::Closed { path: w("/w/a.png") });
+        assert_eq!(world.run(1), ["sidecar-edited /w/a.png.asset.json"]);
+        world.write("/w/a.png", b"v3");
+        world.change(Change::Closed { path: w("/w/a.png") });
+        assert!(world.run(1).is_empty(), "the same broken sidecar is not reported again");
+        assert_eq!(world.disk.read(Path::new("/w/a.png.asset.json")).unwrap(), b"{ broken");
     }
 
     #[test]

@@ -122,7 +122,7 @@ pub fn plan(
     let mut new_by_hash: BTreeMap<String, Vec<(PathBuf, u64)>> = BTreeMap::new();
     for (asset, known, probe) in probed {
         match probe {
-            Probe::Hashed { hash, bytes } => match known {
+            Probe::Hashed { hash, bytes, .. } => match known {
                 Some(k) if k.hash == hash => {
                     out.known.push((asset, k));
                     out.counts.unchanged += 1;

@@ -157,10 +157,12 @@ fn a_dropped_file_gets_a_sidecar_and_three_events_in_order() {
     assert_eq!(started["data"]["mode"], "native", "{started}");
     env.write("assets/chars/hero.png", b"\x89PNG pretend image");
     w.wait_for(&env, "registration", is("on_asset_registered", "chars/hero.png"));
+    // Past the settle window: an echo of the tool's own sidecar write would be in the history by now.
+    barrier(&mut w, &env, "marker.txt");
     let all = history(&env);
     let names: Vec<&str> = all
         .iter()
-        .filter(|e| e["data"]["uid"].is_string() && e["event"].as_str().unwrap().starts_with("on_asset_"))
+        .filter(|e| e["data"]["path"] == "chars/hero.png" || e["data"]["rel_path"] == "chars/hero.png")
         .map(|e| e["event"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["on_asset_sidecar_written", "on_asset_saved", "on_asset_registered"]);
@@ -385,6 +387,12 @@ fn polling_mode_is_reported_and_works() {
     std::fs::rename(env.path("assets/p.png"), env.path("assets/q.png")).unwrap();
     let e = w.wait_for(&env, "move", is("on_asset_meta_updated", "q.png"));
     assert_eq!(e["data"]["previous_path"], "p.png", "a poller's delete+create is still a move");
+    // The poller sees the tool's own sidecar writes like anyone's: they must not come back as edits.
+    barrier_after(&mut w, &env, "marker.txt", 700);
+    let all = history(&env);
+    let updates = all.iter().filter(|e| e["event"] == "on_asset_meta_updated").count();
+    assert_eq!(updates, 1, "{all:#?}");
+    assert!(events(&all, "on_asset_removed", "p.png").is_empty());
 }
 
 #[test]
