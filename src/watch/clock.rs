@@ -10,6 +10,12 @@ use std::time::{Duration, Instant};
 pub trait Clock: Send + Sync {
     /// Time since this clock started.
     fn now(&self) -> Duration;
+
+    /// The clock's time of an `Instant` taken by someone else (an event's timestamp); never later
+    /// than [`Clock::now`]. Clocks that are not the real one say "now".
+    fn at(&self, _t: Instant) -> Duration {
+        self.now()
+    }
 }
 
 /// The real monotonic clock.
@@ -33,6 +39,10 @@ impl Default for SystemClock {
 impl Clock for SystemClock {
     fn now(&self) -> Duration {
         self.start.elapsed()
+    }
+
+    fn at(&self, t: Instant) -> Duration {
+        t.saturating_duration_since(self.start).min(self.now())
     }
 }
 

@@ -203,11 +203,17 @@ impl Planner {
         .min()
     }
 
-    /// Take in one change.
+    /// Take in one change, observed now.
     pub fn observe(&mut self, change: Change, now: Duration, disk: &dyn Disk, sink: &dyn Sink) {
+        self.observe_at(change, now, now, disk, sink)
+    }
+
+    /// Take in one change that happened at `at` (≤ `now`): events arrive out of order (the tapped
+    /// close-write before the debounced create), and a change made before a close must not undo it.
+    pub fn observe_at(&mut self, change: Change, at: Duration, now: Duration, disk: &dyn Disk, sink: &dyn Sink) {
         match change {
-            Change::Written { path } | Change::Arrived { path } => self.look(&path, false, now, disk, sink),
-            Change::Closed { path } => self.look(&path, true, now, disk, sink),
+            Change::Written { path } | Change::Arrived { path } => self.look(&path, None, at, now, disk, sink),
+            Change::Closed { path } => self.look(&path, Some(at), at, now, disk, sink),
             Change::FolderCreated { path } => self.scan_folder(&path, now, disk),
             Change::Moved { from, to } => self.moved(&from, &to, now, disk, sink),
             Change::Removed { path } => self.removed(&path, now, disk, sink),
@@ -215,7 +221,16 @@ impl Planner {
         }
     }
 
-    fn look(&mut self, path: &Path, closed: bool, now: Duration, disk: &dyn Disk, sink: &dyn Sink) {
+    /// `closed`: when the writer closed the file, for a close-write.
+    fn look(
+        &mut self,
+        path: &Path,
+        closed: Option<Duration>,
+        at: Duration,
+        now: Duration,
+        disk: &dyn Disk,
+        sink: &dyn Sink,
+    ) {
         let Some(stat) = disk.stat(path) else {
             // Already gone again (a temp file, or a removal whose own event follows).
             return self.removed(path, now, disk, sink);
@@ -239,10 +254,9 @@ impl Planner {
             }
             Class::Folder | Class::Ignored => return,
         }
-        if closed {
-            self.settle.closed(path, now);
-        } else {
-            self.settle.touch(path, Some(stat), now);
+        match closed {
+            Some(when) => self.settle.closed_at(path, when, now),
+            None => self.settle.touch_at(path, Some(stat), at, now),
         }
     }
 

@@ -21,6 +21,8 @@ struct Entry {
     check_at: Duration,
     /// The writer closed the file: ready at the next [`Settle::due`].
     closed: bool,
+    /// When the close happened (events can be delivered out of order: see [`Settle::touch_at`]).
+    closed_at: Duration,
 }
 
 /// Files waiting to settle.
@@ -54,14 +56,40 @@ impl Settle {
     /// The file's content may be changing (created, written, renamed in): a new window starts now.
     /// `stat` is what the file looks like now.
     pub fn touch(&mut self, path: &Path, stat: Option<Stat>, now: Duration) {
-        let entry = Entry { last: stat.map(|s| s.key()), check_at: now + self.window, closed: false };
+        self.touch_at(path, stat, now, now);
+    }
+
+    /// [`Settle::touch`] for a change that happened at `at` (≤ `now`). A change that happened before
+    /// the file's writer closed it does not undo the close: the close-write travels a faster path
+    /// than the create/modify events, so it can arrive first.
+    pub fn touch_at(&mut self, path: &Path, stat: Option<Stat>, at: Duration, now: Duration) {
+        if self.pending.get(path).is_some_and(|e| e.closed && at <= e.closed_at) {
+            return;
+        }
+        let entry = Entry {
+            last: stat.map(|s| s.key()),
+            check_at: now + self.window,
+            closed: false,
+            closed_at: Duration::ZERO,
+        };
         self.pending.insert(path.to_path_buf(), entry);
     }
 
     /// The file's writer closed it: ready at the next [`Settle::due`].
     pub fn closed(&mut self, path: &Path, now: Duration) {
-        let e = self.pending.entry(path.to_path_buf()).or_insert(Entry { last: None, check_at: now, closed: true });
+        self.closed_at(path, now, now);
+    }
+
+    /// [`Settle::closed`] for a close that happened at `at` (≤ `now`).
+    pub fn closed_at(&mut self, path: &Path, at: Duration, now: Duration) {
+        let e = self.pending.entry(path.to_path_buf()).or_insert(Entry {
+            last: None,
+            check_at: now,
+            closed: true,
+            closed_at: at,
+        });
         e.closed = true;
+        e.closed_at = e.closed_at.max(at);
         e.check_at = now;
     }
 
@@ -222,6 +250,21 @@ mod tests {
         s.touch(p, f.stat(p), ms(1)); // reopened and written again before we looked
         assert!(s.due(ms(2), |p| f.stat(p)).is_empty());
         assert_eq!(s.due(ms(501), |p| f.stat(p)), paths(&["/a/x"]));
+    }
+
+    #[test]
+    fn a_change_delivered_late_but_made_before_the_close_does_not_undo_it() {
+        let f = Files::new();
+        let mut s = Settle::new(W);
+        let p = Path::new("/a/x");
+        f.set("/a/x", 1, 1);
+        s.closed_at(p, ms(10), ms(12)); // the close-write, delivered at once
+        s.touch_at(p, f.stat(p), ms(5), ms(60)); // the create, made earlier, delivered by the debouncer
+        assert_eq!(s.due(ms(60), |p| f.stat(p)), paths(&["/a/x"]));
+        // A change made after the close does undo it.
+        s.closed_at(p, ms(100), ms(100));
+        s.touch_at(p, f.stat(p), ms(101), ms(101));
+        assert!(s.due(ms(101), |p| f.stat(p)).is_empty());
     }
 
     #[test]
