@@ -188,7 +188,7 @@ impl Rules {
             class: "asset",
             watched: true,
             rule: "asset",
-            detail: "an asset: inside a watched folder, not hidden, not a sidecar, no ignore pattern matches".into(),
+            detail: "inside a watched folder, not hidden, not a sidecar, and no ignore pattern matches".into(),
         }
     }
 }
