@@ -165,9 +165,17 @@ pub struct Staged {
 /// each and finally [`sync_dir`]s the parents. After a crash the target holds the old or the new
 /// content, as with [`write_atomic`]; only leftover hidden temp files may remain.
 pub fn stage(path: &Path, bytes: &[u8]) -> Result<Staged> {
-    ensure_parent(path)?;
     let tmp = temp_path(path);
-    let result = OpenOptions::new().write(true).create_new(true).open(&tmp).and_then(|mut f| f.write_all(bytes));
+    let create = || OpenOptions::new().write(true).create_new(true).open(&tmp);
+    // The folder usually exists (a sidecar sits beside its asset): create it only when missing.
+    let file = match create() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            ensure_parent(path)?;
+            create()
+        }
+        other => other,
+    };
+    let result = file.and_then(|mut f| f.write_all(bytes));
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
         return Err(e).with_context(|| format!("cannot write {}", path.display()));
@@ -186,6 +194,31 @@ impl Staged {
             let _ = std::fs::remove_file(&self.tmp);
             anyhow::Error::new(e).context(format!("cannot write {}", self.target.display()))
         })
+    }
+
+    /// Like [`Staged::commit`], but never replaces an existing target: `Ok(false)` (and the temp
+    /// file is removed) when the target appeared in the meantime. Uses `renameat2(RENAME_NOREPLACE)`,
+    /// falling back to a check-then-rename on filesystems without it.
+    pub fn commit_new(self) -> Result<bool> {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        match renameat_with(CWD, &self.tmp, CWD, &self.target, RenameFlags::NOREPLACE) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::EXIST) => {
+                self.abort();
+                Ok(false)
+            }
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::NOTSUP) => {
+                if self.target.symlink_metadata().is_ok() {
+                    self.abort();
+                    return Ok(false);
+                }
+                self.commit().map(|()| true)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&self.tmp);
+                Err(io::Error::from(e)).with_context(|| format!("cannot write {}", self.target.display()))
+            }
+        }
     }
 
     /// Drop the temp file without touching the target.
@@ -317,6 +350,12 @@ mod tests {
         let aborted = stage(&targets[0], b"x").unwrap();
         aborted.abort();
         assert_eq!(std::fs::read(&targets[0]).unwrap(), b"{}\n");
+        // commit_new never replaces.
+        assert!(!stage(&targets[0], b"new").unwrap().commit_new().unwrap());
+        assert_eq!(std::fs::read(&targets[0]).unwrap(), b"{}\n");
+        assert!(stage(&dir.path().join("d/fresh.json"), b"1").unwrap().commit_new().unwrap());
+        let count = std::fs::read_dir(dir.path().join("d")).unwrap().count();
+        assert_eq!(count, 4, "no temp files left");
     }
 
     #[test]

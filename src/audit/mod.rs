@@ -112,6 +112,26 @@ impl Facts {
         f
     }
 
+    /// From the fast path; a recorded path other than `rel` is the one thing to fix.
+    pub fn of_summary(s: sidecar::Summary, rel: &RelPath) -> Facts {
+        let fixable = if s.path == rel.as_str() {
+            Vec::new()
+        } else {
+            vec![format!("path: records {:?} but the sidecar is beside {:?}", s.path, rel.as_str())]
+        };
+        Facts {
+            uid: s.uid,
+            asset_type: s.asset_type,
+            recorded_path: s.path,
+            hash: s.hash,
+            bytes: Some(s.bytes),
+            license: s.license,
+            has_tags: s.has_tags,
+            provenance_source: s.provenance_source,
+            fixable,
+        }
+    }
+
     pub fn of_sidecar(s: &Sidecar) -> Facts {
         Facts {
             uid: s.uid.clone(),
@@ -181,7 +201,7 @@ pub struct Scan {
 }
 
 impl Scan {
-    /// Number of sidecar files seen (valid or not, orphans included).
+    /// Number of sidecar files (valid or not, orphans included).
     pub fn sidecar_count(&self) -> usize {
         self.assets.iter().filter(|a| !matches!(a.sidecar, SidecarState::Absent)).count() + self.orphans.len()
     }
@@ -323,12 +343,13 @@ fn changed_fields(parsed: &Parsed, next: &Sidecar) -> Vec<&'static str> {
 }
 
 /// Update the scan after a planned change was written, so the findings describe the tree as it now
-/// is and the cache records the new sidecar.
-pub fn record_written(scan: &mut Scan, planned: &Planned, stat: Option<FileStat>) {
+/// is. The new sidecar's stat is left unknown: it was just written, so the cache would not trust it
+/// anyway (the next audit reads it once).
+pub fn record_written(scan: &mut Scan, planned: &Planned) {
     if let Ok(i) = scan.assets.binary_search_by(|a| a.rel.cmp(&planned.change.rel)) {
         let a = &mut scan.assets[i];
         a.sidecar = SidecarState::Valid(Facts::of_sidecar(&planned.change.asset));
-        a.sidecar_stat = stat;
+        a.sidecar_stat = None;
         a.sidecar_cached = false;
     }
 }

@@ -34,10 +34,11 @@ impl Env {
     }
 }
 
-/// Pretend the files were written long ago, so the cache may store them.
-fn age(path: &std::path::Path) {
-    let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
-    std::fs::File::options().write(true).open(path).unwrap().set_modified(old).unwrap();
+/// Scan as if the audit had started `secs` later, so files written just now count as settled.
+fn settled_scan(reg: &Registry, cache: &StatCache, secs: i64) -> Scan {
+    let mut s = scan(reg, cache, &ScanOptions::default()).unwrap();
+    s.started_at_ns += secs * 1_000_000_000;
+    s
 }
 
 #[test]
@@ -45,21 +46,25 @@ fn cached_rescan_detects_a_same_size_edit() {
     let e = env();
     let rel = e.write("bg/sky.png", b"AAAA");
     e.reg.register(&rel, &RegisterOptions::default(), &|_| false).unwrap();
-    age(&e.reg.abs(&rel));
-    age(&e.reg.sidecar_abs(&rel));
     let mut cache = StatCache::default();
-    let first = scan(&e.reg, &cache, &ScanOptions::default()).unwrap();
+    let fresh = scan(&e.reg, &cache, &ScanOptions::default()).unwrap();
+    cache.update(&fresh);
+    assert!(cache.is_empty(), "files written within 2 s of the audit are not cached");
+    let first = settled_scan(&e.reg, &cache, 10);
     assert_eq!(first.stats.files_hashed, 1);
     assert!(cache.update(&first));
-    let second = scan(&e.reg, &cache, &ScanOptions::default()).unwrap();
+    let second = settled_scan(&e.reg, &cache, 10);
     assert_eq!((second.stats.files_cached, second.stats.sidecars_cached), (1, 1));
-    assert!(!cache.update(&second));
-    // Same size, new content, new mtime: the stat differs, so it is rehashed.
+    assert!(!cache.update(&second), "nothing changed, nothing to save");
+    // Same size, new content, and the old mtime put back: the ctime still differs.
+    let old_mtime = std::fs::metadata(e.reg.abs(&rel)).unwrap().modified().unwrap();
     std::fs::write(e.reg.abs(&rel), b"BBBB").unwrap();
-    let third = scan(&e.reg, &cache, &ScanOptions::default()).unwrap();
+    std::fs::File::options().write(true).open(e.reg.abs(&rel)).unwrap().set_modified(old_mtime).unwrap();
+    let third = settled_scan(&e.reg, &cache, 10);
     assert_eq!(third.stats.files_hashed, 1);
     assert!(e.findings(&third).contains(&"bg/sky.png stale-hash".to_string()));
     // --full ignores the cache even when the stat is the same.
+    cache.update(&third);
     let full = scan(&e.reg, &cache, &ScanOptions { full: true, ..Default::default() }).unwrap();
     assert_eq!(full.stats.files_cached, 0);
 }
@@ -96,7 +101,8 @@ fn written_changes_update_the_findings() {
     assert_ne!(plan[0].change.asset.uid, plan[1].change.asset.uid, "duplicates get distinct uids");
     let changes: Vec<_> = plan.iter().map(|p| p.change.clone()).collect();
     for (p, w) in plan.iter().zip(e.reg.write_batch(&changes)) {
-        record_written(&mut s, p, w.unwrap().stat);
+        w.unwrap();
+        record_written(&mut s, p);
     }
     let f = e.findings(&s);
     assert!(!f.iter().any(|l| l.ends_with("missing-sidecar")), "{f:?}");

@@ -44,17 +44,18 @@ pub fn scan(registry: &Registry, cache: &StatCache, opts: &ScanOptions) -> Resul
     let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.jobs).build().context("cannot start worker threads")?;
     pool.install(|| {
         let found = registry.discover(opts.scope.as_ref())?;
-        let mut sidecar_of: std::collections::HashMap<&str, &Found> = std::collections::HashMap::new();
-        for s in &found.sidecars {
-            if let Some(asset) = s.rel.as_str().strip_suffix(crate::registry::SUFFIX) {
-                sidecar_of.insert(asset, s);
-            }
-        }
-        let asset_names: std::collections::HashSet<&str> = found.assets.iter().map(|a| a.rel.as_str()).collect();
+        // Both lists are sorted by path: pair assets and sidecars by binary search, no hashing.
+        let sidecar_of = |asset: &RelPath| -> Option<&Found> {
+            let name = asset.sidecar();
+            found.sidecars.binary_search_by(|s| s.rel.cmp(&name)).ok().map(|i| &found.sidecars[i])
+        };
         let orphans: Vec<Found> = found
             .sidecars
             .iter()
-            .filter(|s| s.rel.as_str().strip_suffix(crate::registry::SUFFIX).is_none_or(|a| !asset_names.contains(a)))
+            .filter(|s| match s.rel.asset_of_sidecar() {
+                Some(asset) => found.assets.binary_search_by(|a| a.rel.cmp(&asset)).is_err(),
+                None => true,
+            })
             .cloned()
             .collect();
         let root = registry.root();
@@ -62,7 +63,7 @@ pub fn scan(registry: &Registry, cache: &StatCache, opts: &ScanOptions) -> Resul
             .assets
             .par_iter()
             .map(|a| {
-                let side = sidecar_of.get(a.rel.as_str()).copied();
+                let side = sidecar_of(&a.rel);
                 catch_unwind(AssertUnwindSafe(|| check_one(root, a, side, cache, opts.full))).unwrap_or_else(|panic| {
                     let why = panic
                         .downcast_ref::<&str>()
@@ -123,42 +124,72 @@ fn check_one(root: &Path, a: &Found, side: Option<&Found>, cache: &StatCache, fu
     let (sidecar, sidecar_stat, sidecar_cached) = match side {
         None => (SidecarState::Absent, None, false),
         Some(s) => match (!full).then(|| cache.sidecar(rel, &s.stat)).flatten() {
-            Some(facts) => (SidecarState::Valid(facts.clone()), Some(s.stat), true),
-            None => (read_sidecar(&s.rel.under(root), &a.rel), Some(s.stat), false),
+            Some(facts) => (SidecarState::Valid(facts), Some(s.stat), true),
+            None => (read_sidecar(&s.rel.under(root), &a.rel, s.stat.size), Some(s.stat), false),
         },
     };
     AssetState { rel: a.rel.clone(), stat: a.stat, file, file_cached, sidecar, sidecar_stat, sidecar_cached }
 }
 
 /// Read and validate one sidecar into the facts the rules need.
-pub fn read_sidecar(path: &Path, rel: &RelPath) -> SidecarState {
-    match std::fs::read(path) {
-        Ok(bytes) => match sidecar::parse(&bytes, rel) {
-            Ok(parsed) => SidecarState::Valid(Facts::of(&parsed)),
-            Err(invalid) => SidecarState::Invalid(invalid.to_string()),
-        },
-        Err(e) => SidecarState::Unreadable(vanished_or(&e)),
-    }
+pub fn read_sidecar(path: &Path, rel: &RelPath, size_hint: u64) -> SidecarState {
+    BUF.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        match read_whole(path, &mut buf, size_hint as usize) {
+            Ok(n) => match sidecar::quick(&buf[..n]) {
+                Some(summary) => SidecarState::Valid(Facts::of_summary(summary, rel)),
+                None => match sidecar::parse(&buf[..n], rel) {
+                    Ok(parsed) => SidecarState::Valid(Facts::of(&parsed)),
+                    Err(invalid) => SidecarState::Invalid(invalid.to_string()),
+                },
+            },
+            Err(e) => SidecarState::Unreadable(vanished_or(&e)),
+        }
+    })
 }
 
-/// SHA-256 and length of a file. Small files are read whole into a reused buffer: no per-file
-/// allocation, one `read` call for most assets.
+/// SHA-256 and length of a file. Small files are read whole into a reused per-thread buffer: no
+/// allocation and no extra `statx`/`lseek` per file (what `read_to_end` would add), one `read` for
+/// the content and one for end-of-file.
 pub fn hash_file(path: &Path, size_hint: u64) -> std::io::Result<(String, u64)> {
     if size_hint > WHOLE_READ_MAX {
         return crate::digest::sha256_file(path);
     }
-    let mut f = std::fs::File::open(path)?;
     BUF.with(|buf| {
         let mut buf = buf.borrow_mut();
-        buf.clear();
-        buf.reserve(size_hint as usize + 1);
-        f.read_to_end(&mut buf)?;
-        let out = (crate::digest::sha256_hex(&buf), buf.len() as u64);
-        if buf.capacity() > 2 * WHOLE_READ_MAX as usize {
+        let n = read_whole(path, &mut buf, size_hint as usize)?;
+        let out = (crate::digest::sha256_hex(&buf[..n]), n as u64);
+        if buf.len() > 2 * WHOLE_READ_MAX as usize {
             *buf = Vec::new(); // a file grew while read: do not keep a huge buffer around
         }
         Ok(out)
     })
+}
+
+/// Read all of `path` into the front of `buf` (grown as needed, never shrunk) and return the length.
+/// `size_hint` is the size the walk saw: when one `read` returns exactly that many bytes into a
+/// larger buffer, that is the whole file as of the walk and the end-of-file `read` is skipped.
+fn read_whole(path: &Path, buf: &mut Vec<u8>, size_hint: usize) -> std::io::Result<usize> {
+    let mut f = std::fs::File::open(path)?;
+    if buf.len() < size_hint + 1 {
+        buf.resize(size_hint + 1, 0);
+    }
+    let mut n = 0;
+    loop {
+        if n == size_hint && n > 0 && n < buf.len() {
+            return Ok(n);
+        }
+        if n == buf.len() {
+            let grow = buf.len().max(4096);
+            buf.resize(buf.len() + grow, 0);
+        }
+        match f.read(&mut buf[n..]) {
+            Ok(0) => return Ok(n),
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// The system clock in ns since the epoch (the same clock file mtimes use).

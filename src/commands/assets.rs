@@ -158,8 +158,8 @@ fn register(ctx: &Ctx, registry: &Registry, args: RegisterArgs) -> Result<ExitCo
         .with_context(|| format!("cannot create the assets root {}", registry.root().display()))?;
     let index = index(registry)?;
     let taken = |u: &str| index.contains_uid(u);
-    let inside =
-        args.path.canonicalize().ok().zip(registry.root().canonicalize().ok()).is_some_and(|(p, r)| p.starts_with(r));
+    // Lexically: a symbolic link inside the root must reach `locate`, which refuses it by name.
+    let inside = absolute(&args.path).starts_with(absolute(registry.root()));
     let outcome = if inside && !args.copy {
         let rel = registry.locate(&args.path)?;
         let opts = options(&args, meta, "register");
@@ -187,6 +187,22 @@ fn register(ctx: &Ctx, registry: &Registry, args: RegisterArgs) -> Result<ExitCo
     publish(ctx, &outcome)?;
     output::json(&json!({"asset": registry::record(&outcome.asset)}))?;
     Ok(ExitCode::Success)
+}
+
+/// `p` made absolute against the current directory, with `.` and `..` resolved lexically.
+fn absolute(p: &Path) -> std::path::PathBuf {
+    let joined = if p.is_absolute() { p.to_path_buf() } else { std::env::current_dir().unwrap_or_default().join(p) };
+    let mut out = std::path::PathBuf::new();
+    for c in joined.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn options(args: &RegisterArgs, meta: Map<String, Value>, origin: &str) -> RegisterOptions {

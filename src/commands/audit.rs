@@ -100,7 +100,9 @@ pub fn run(ctx: &Ctx, args: AuditArgs) -> Result<ExitCode> {
         ));
     }
     let cache_path = ctx.paths.audit_cache();
-    let mut cache = StatCache::load(&cache_path);
+    // A full audit of the whole tree rebuilds the cache from scratch: no need to read it.
+    let mut cache =
+        if settings.full && settings.scope.is_none() { StatCache::default() } else { StatCache::load(&cache_path) };
     let scan_opts = ScanOptions { scope: settings.scope.clone(), full: settings.full, jobs: settings.jobs };
     let mut scan = audit::scan(&registry, &cache, &scan_opts)?;
     let changes = match settings.mode {
@@ -157,8 +159,8 @@ pub fn apply(ctx: &Ctx, registry: &Registry, scan: &mut Scan, plan: &[Planned]) 
             let mut line = ChangeLine::planned(planned);
             match result {
                 Ok(written) => {
-                    audit::record_written(scan, planned, written.stat);
-                    events.extend(written.events);
+                    audit::record_written(scan, planned);
+                    events.extend(written);
                     line.status = ChangeStatus::Applied;
                 }
                 Err(e) => {
@@ -185,7 +187,9 @@ fn save(ctx: &Ctx, cache: &mut StatCache, cache_path: &Path, scan: &Scan, report
     let mut latest = report.clone();
     latest.generated_at = Some(crate::time::iso_now());
     latest.stats = Some(scan.stats);
-    crate::fs::write_json_atomic(&ctx.paths.audit_latest(), &latest)
+    // A derived document (the audit recreates it), so atomic without fsync, like the cache: an fsync
+    // here costs more than a whole stat-only re-audit on a busy disk.
+    crate::fs::write_atomic_nosync(&ctx.paths.audit_latest(), &crate::fs::to_pretty_json(&latest)?)
 }
 
 /// The assets root for people and CI annotations: relative to the current directory when inside it.

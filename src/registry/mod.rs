@@ -114,13 +114,6 @@ impl Change {
     }
 }
 
-/// A batch write that landed: its events and the sidecar's new stat (for the audit cache).
-#[derive(Debug, Clone)]
-pub struct Written {
-    pub events: Vec<RegistryEvent>,
-    pub stat: Option<FileStat>,
-}
-
 /// Handle on the registry of one runtime root. Cheap to clone; holds no open files.
 #[derive(Debug, Clone)]
 pub struct Registry {
@@ -284,7 +277,7 @@ impl Registry {
     /// Write many sidecars with one durability barrier: stage all (in parallel), `syncfs` once,
     /// rename each, fsync the folders. New-asset changes whose sidecar appeared in the meantime are
     /// refused rather than overwritten. Results are in the order of `changes`.
-    pub fn write_batch(&self, changes: &[Change]) -> Vec<Result<Written>> {
+    pub fn write_batch(&self, changes: &[Change]) -> Vec<Result<Vec<RegistryEvent>>> {
         let staged: Vec<Result<crate::fs::Staged>> =
             changes.par_iter().map(|c| crate::fs::stage(&self.sidecar_abs(&c.rel), &c.asset.to_bytes())).collect();
         let targets: Vec<&Path> = staged.iter().filter_map(|s| s.as_ref().ok().map(|s| s.target())).collect();
@@ -296,22 +289,23 @@ impl Registry {
             return changes.iter().map(|_| Err(anyhow::anyhow!("{msg}"))).collect();
         }
         let mut dirs = BTreeSet::new();
-        let results: Vec<Result<Written>> = staged
+        let results: Vec<Result<Vec<RegistryEvent>>> = staged
             .into_iter()
             .zip(changes)
             .map(|(staged, change)| {
                 let staged = staged?;
                 let target = staged.target().to_path_buf();
-                if change.previous.is_none() && std::fs::symlink_metadata(&target).is_ok() {
-                    staged.abort();
-                    anyhow::bail!("{} appeared while the audit ran; left as it is", change.rel.sidecar());
+                if change.previous.is_none() {
+                    if !staged.commit_new()? {
+                        anyhow::bail!("{} appeared while the audit ran; left as it is", change.rel.sidecar());
+                    }
+                } else {
+                    staged.commit()?;
                 }
-                staged.commit()?;
                 if let Some(d) = target.parent() {
                     dirs.insert(d.to_path_buf());
                 }
-                let stat = std::fs::symlink_metadata(&target).ok().map(|m| FileStat::of(&m));
-                Ok(Written { events: change.events(target), stat })
+                Ok(change.events(target))
             })
             .collect();
         for d in dirs {
@@ -405,6 +399,26 @@ impl Registry {
             }
         }
     }
+}
+
+/// The provenance guard of `GET /assets/{uid}/download` (and any export): `Err(reason)` when the
+/// asset's license is denied by the policy, or a license or provenance source is required and
+/// missing. The same rules as the audit's `disallowed-license`, `missing-license` (with
+/// `licenses.require`) and `missing-provenance` (with `require_provenance`).
+pub fn download_guard(asset: &Sidecar, policy: &Policy, require_provenance: bool) -> Result<(), String> {
+    match asset.license_text() {
+        None if policy.require => return Err("the asset has no license (obs.audit.licenses.require)".into()),
+        None => {}
+        Some(l) => match policy.check(l) {
+            Verdict::Allowed => {}
+            Verdict::Denied(why) => return Err(format!("license {l:?}: {why}")),
+            Verdict::Invalid(why) => return Err(format!("license {l:?} is not an SPDX expression: {why}")),
+        },
+    }
+    if require_provenance && asset.provenance_source().is_none() {
+        return Err("the asset has no provenance source (obs.audit.require_provenance)".into());
+    }
+    Ok(())
 }
 
 /// A fresh sidecar for a new asset.

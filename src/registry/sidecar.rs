@@ -296,6 +296,135 @@ fn strip_position(e: &serde_json::Error) -> String {
     }
 }
 
+/// What the audit needs from a sidecar, read by [`quick`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub uid: String,
+    pub asset_type: String,
+    /// The recorded `path`.
+    pub path: String,
+    /// Lowercase.
+    pub hash: String,
+    pub bytes: u64,
+    pub license: Option<String>,
+    pub has_tags: bool,
+    pub provenance_source: bool,
+}
+
+/// The fast path for well-formed sidecars: a typed read without building a JSON tree (a full parse
+/// is most of the cost of a `--full` audit after hashing). `None` for anything unusual (a missing
+/// or mistyped field, another schema, a duplicate key); the caller then uses [`parse`], which says
+/// precisely what is wrong. For every document this accepts, [`parse`] accepts it too, with the same
+/// values and nothing to fix except possibly `path`.
+pub fn quick(bytes: &[u8]) -> Option<Summary> {
+    use std::borrow::Cow;
+
+    #[derive(serde::Deserialize)]
+    struct Quick<'a> {
+        schema: u64,
+        #[serde(borrow)]
+        uid: Cow<'a, str>,
+        #[serde(rename = "type", borrow)]
+        asset_type: Cow<'a, str>,
+        #[serde(borrow)]
+        path: Cow<'a, str>,
+        #[serde(borrow)]
+        hash: Cow<'a, str>,
+        bytes: u64,
+        #[serde(default, borrow)]
+        tags: Option<Vec<Cow<'a, str>>>,
+        #[serde(default, borrow)]
+        license: Option<Cow<'a, str>>,
+        #[serde(default, borrow)]
+        #[allow(dead_code)]
+        origin: Option<Cow<'a, str>>,
+        #[serde(default)]
+        version: Option<u64>,
+        #[serde(default, borrow)]
+        #[allow(dead_code)]
+        created_at: Option<Cow<'a, str>>,
+        #[serde(default, borrow)]
+        #[allow(dead_code)]
+        updated_at: Option<Cow<'a, str>>,
+        #[serde(default)]
+        #[allow(dead_code)]
+        meta: Option<AnyObject>,
+        #[serde(default)]
+        provenance: Option<Provenance>,
+    }
+
+    let q: Quick = serde_json::from_slice(bytes).ok()?;
+    let ok = q.schema == SCHEMA
+        && valid_uid(&q.uid)
+        && !q.asset_type.trim().is_empty()
+        && q.hash.len() == 64
+        && q.hash.bytes().all(|b| b.is_ascii_hexdigit())
+        && q.version.is_none_or(|v| v >= 1);
+    if !ok {
+        return None;
+    }
+    Some(Summary {
+        uid: q.uid.into_owned(),
+        asset_type: q.asset_type.into_owned(),
+        path: q.path.into_owned(),
+        hash: q.hash.to_ascii_lowercase(),
+        bytes: q.bytes,
+        license: q.license.map(Cow::into_owned),
+        has_tags: q.tags.is_some_and(|t| !t.is_empty()),
+        provenance_source: q.provenance.is_some_and(|p| p.source),
+    })
+}
+
+/// Accepts any JSON object (and nothing else), keeping none of it.
+struct AnyObject;
+
+impl<'de> serde::Deserialize<'de> for AnyObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = AnyObject;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<AnyObject, A::Error> {
+                while map.next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?.is_some() {}
+                Ok(AnyObject)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A provenance object; remembers whether `source` is a non-blank string (the last `source` wins,
+/// as in a full parse).
+struct Provenance {
+    source: bool,
+}
+
+impl<'de> serde::Deserialize<'de> for Provenance {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Provenance;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Provenance, A::Error> {
+                let mut source = false;
+                while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                    if key == "source" {
+                        source = map.next_value::<Value>()?.as_str().is_some_and(|s| !s.trim().is_empty());
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok(Provenance { source })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 /// Allowed uid spelling: 1-64 ASCII letters, digits, `-` or `_` (it appears in URLs).
 pub fn valid_uid(s: &str) -> bool {
     (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -432,6 +561,42 @@ mod tests {
             moved.fixable,
             ["path: records \"characters/hero.png\" but the sidecar is beside \"characters/copy.png\""]
         );
+    }
+
+    #[test]
+    fn quick_agrees_with_parse_or_declines() {
+        let r = rel("characters/hero.png");
+        let full_doc = serde_json::to_vec(&full()).unwrap();
+        let q = quick(&full_doc).unwrap();
+        let p = parse(&full_doc, &r).unwrap().sidecar;
+        assert_eq!((q.uid, q.hash, q.bytes, q.license), (p.uid, p.hash, p.bytes, p.license));
+        assert!(q.has_tags && q.provenance_source);
+        let variants = [
+            json!({"tags": "x"}),
+            json!({"schema": 2}),
+            json!({"meta": 5}),
+            json!({"provenance": []}),
+            json!({"bytes": 1.5}),
+            json!({"uid": "has space"}),
+            json!({"version": 0}),
+            json!({"origin": 7}),
+        ];
+        for patch in variants {
+            let mut v = full();
+            crate::config::merge(&mut v, patch.clone());
+            let bytes = serde_json::to_vec(&v).unwrap();
+            assert!(quick(&bytes).is_none(), "{patch}");
+            assert!(parse(&bytes, &r).is_err(), "{patch}");
+        }
+        let mut v = full();
+        v.as_object_mut().unwrap().remove("hash");
+        assert!(quick(&serde_json::to_vec(&v).unwrap()).is_none(), "missing fields go the slow way");
+        let mut v = full();
+        v["provenance"] = json!({"source": "  ", "other": 1});
+        v["tags"] = Value::Null;
+        let q = quick(&serde_json::to_vec(&v).unwrap()).unwrap();
+        assert!(!q.provenance_source && !q.has_tags);
+        assert!(quick(b"{\"schema\": 1, \"schema\": 1}").is_none());
     }
 
     #[test]

@@ -229,7 +229,7 @@ fn batch_writes_land_and_report_events() {
     assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 4);
     assert!(results[2].as_ref().unwrap_err().to_string().contains("appeared"));
     assert_eq!(std::fs::read(e.reg.sidecar_abs(&rels[2])).unwrap(), b"{}");
-    assert_eq!(kinds(&results[0].as_ref().unwrap().events), ["asset_sidecar_written", "asset_registered"]);
+    assert_eq!(kinds(results[0].as_ref().unwrap()), ["asset_sidecar_written", "asset_registered"]);
     let names: Vec<_> =
         std::fs::read_dir(e.paths.assets_root.join("t")).unwrap().map(|d| d.unwrap().file_name()).collect();
     assert_eq!(names.len(), 10, "no temp files remain: {names:?}");
@@ -254,4 +254,26 @@ fn index_build_reports_problems() {
     assert_eq!(shown[1], "c.png.asset.json: sidecar without an asset");
     assert!(shown[2].starts_with("d.png.asset.json: invalid sidecar: invalid JSON at line 1"), "{}", shown[2]);
     assert!(shown[3].starts_with("e.png: uid ") && shown[3].ends_with("is already used by a.png"), "{}", shown[3]);
+}
+
+#[test]
+fn download_guard_follows_the_policy() {
+    let rel = RelPath::parse("a.png").unwrap();
+    let mut s = new_sidecar(&rel, &"a".repeat(64), 1, "u".into(), &RegisterOptions::default());
+    let policy = |allow: &[&str], require: bool| {
+        Policy::new(&crate::config::LicensePolicy {
+            allow: allow.iter().map(|x| x.to_string()).collect(),
+            deny: vec!["CC-BY-NC-4.0".into()],
+            require,
+        })
+    };
+    assert_eq!(download_guard(&s, &policy(&[], false), false), Ok(()));
+    assert!(download_guard(&s, &policy(&[], true), false).unwrap_err().contains("no license"));
+    s.license = Some("CC-BY-NC-4.0".into());
+    assert!(download_guard(&s, &policy(&[], false), false).unwrap_err().contains("denied"));
+    s.license = Some("MIT".into());
+    assert!(download_guard(&s, &policy(&["CC0-1.0"], false), false).unwrap_err().contains("not in"));
+    assert!(download_guard(&s, &policy(&[], false), true).unwrap_err().contains("provenance"));
+    s.provenance.insert("source".into(), json!("studio"));
+    assert_eq!(download_guard(&s, &policy(&["mit"], true), true), Ok(()));
 }

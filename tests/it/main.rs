@@ -2,6 +2,8 @@
 
 mod support;
 
+mod assets;
+mod audit;
 mod config;
 mod hooks;
 mod watch;
