@@ -568,7 +568,7 @@ mod tests {
         assert_eq!(chunk_len(&actions), 2);
         assert_eq!(chunk_len(&actions[2..]), 2);
         assert_eq!(chunk_len(&actions[4..]), 1);
-        let many: Vec<Action> = (0..300).map(|i| reg(&format!("/{i}"))).collect();
+        let many: Vec<Action> = (0..CHUNK + 100).map(|i| reg(&format!("/{i}"))).collect();
         assert_eq!(chunk_len(&many), CHUNK);
     }
 

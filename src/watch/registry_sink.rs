@@ -258,7 +258,7 @@ impl Sink for RegistrySink {
                 let (w, change) = written.next().ok_or_else(|| anyhow!("batch write lost a result"))?;
                 let w = w?;
                 Ok(Applied {
-                    events: to_hooks(&w.events),
+                    events: to_hooks(&w),
                     known: Some(self.known(&change.asset)),
                     sidecar: Some(self.registry.sidecar_abs(&change.rel)),
                     trashed: None,
