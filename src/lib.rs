@@ -23,3 +23,4 @@ pub mod registry;
 pub mod signals;
 pub mod telemetry;
 pub mod time;
+pub mod watch;

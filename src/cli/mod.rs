@@ -15,6 +15,7 @@ pub mod providers;
 pub mod run;
 pub mod serve;
 pub mod telemetry;
+pub mod watch;
 pub mod webhooks;
 
 /// Observability and debugging for the ComfyVN studio pipeline: crash dumps, telemetry, structured
@@ -92,6 +93,8 @@ pub enum Command {
     Audit(audit::AuditArgs),
     /// Re-read the registry from disk and report; --enforce-sidecars writes missing sidecars.
     Rebuild(audit::RebuildArgs),
+    /// Watch asset folders: dropped, edited, renamed, deleted files become sidecars and hook events.
+    Watch(watch::WatchArgs),
 }
 
 /// Parse `KEY=VALUE` pairs (used by `--context`).

@@ -21,6 +21,7 @@ pub mod rebuild;
 pub mod run;
 pub mod serve;
 pub mod telemetry;
+pub mod watch;
 pub mod webhooks;
 
 /// What every command gets: the resolved paths and configuration.
@@ -95,5 +96,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Assets(cmd) => assets::run(&ctx, cmd),
         Command::Audit(args) => audit::run(&ctx, args),
         Command::Rebuild(args) => rebuild::run(&ctx, args),
+        Command::Watch(args) => watch::run(&ctx, args),
     }
 }

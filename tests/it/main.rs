@@ -17,4 +17,5 @@ mod plugins;
 mod providers;
 mod telemetry;
 mod tidy;
+mod watch;
 mod webhooks;
