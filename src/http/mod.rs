@@ -54,12 +54,15 @@ pub struct AppState {
     pub bus: Bus,
     /// `COMFYVN_DEV_MODE=1`: dev plugins run (reported by `GET /api/modder/hooks`).
     pub dev_mode: bool,
+    /// Telemetry, following consent changes made in `config/comfyvn.json` by any process.
+    pub telemetry: routes::telemetry::LiveTelemetry,
 }
 
 impl AppState {
     pub fn new(paths: Paths, config: Config) -> Result<AppState> {
         let bus = Bus::open(&paths, &config)?;
-        Ok(AppState { paths, config, bus, dev_mode: false })
+        let telemetry = routes::telemetry::LiveTelemetry::new(&paths, &config);
+        Ok(AppState { paths, config, bus, dev_mode: false, telemetry })
     }
 }
 

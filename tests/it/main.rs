@@ -8,6 +8,8 @@ mod doctor;
 mod hooks;
 mod http;
 mod http_fuzz;
+mod http_golden;
+mod http_routes;
 mod http_security;
 mod http_stream;
 mod logging;

@@ -177,6 +177,11 @@ fn emit(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
         EmitError::NotAnObject(kind) => ApiError::validation(field, &format!("expected a JSON object, found {kind}")),
     })?;
     let envelope = state.bus.history.append(&event, data)?;
+    // Telemetry samples explicitly emitted hooks (when opted in), as `hooks emit` does; a telemetry
+    // failure never fails the emit.
+    if let Err(e) = state.telemetry.with(|t| t.record_hook(&envelope.event, &envelope.data)) {
+        tracing::warn!(error = %format!("{e:#}"), "telemetry.record_hook_failed");
+    }
     Ok(Reply::json(&json!({"ok": true, "event": envelope.event, "seq": envelope.seq})))
 }
 

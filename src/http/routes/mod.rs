@@ -6,8 +6,10 @@
 //! `pub mod <group>;` line and a `routes.extend(<group>::routes());` line below.
 
 pub mod audit;
+pub mod crashes;
 pub mod health;
 pub mod hooks;
+pub mod telemetry;
 
 use super::router::Route;
 use super::ServeSettings;
@@ -19,6 +21,8 @@ pub fn table(settings: &ServeSettings) -> Vec<Route> {
     routes.extend(hooks::routes());
     routes.extend(super::stream::routes());
     routes.extend(audit::routes());
+    routes.extend(telemetry::routes());
+    routes.extend(crashes::routes());
     routes.extend(super::openapi::routes());
     if settings.test_panic_route {
         routes.push(test_panic_route());
