@@ -13,6 +13,7 @@
 // the response I/O dwarfs a move; boxing it would cost every handler's ergonomics for nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod multipart;
 pub mod openapi;
 pub mod request;
 pub mod response;
