@@ -55,6 +55,7 @@ pub struct ObsSettings {
     pub server: ServerSettings,
     pub webhooks: WebhookSettings,
     pub providers: ProviderSettings,
+    pub plugins: PluginSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,14 +138,35 @@ pub struct ServerSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WebhookSettings {
     pub timeout_ms: u64,
+    /// Delay before retry 1, 2, …; a delivery that fails once more after the last entry is given up.
     pub retry_schedule_ms: Vec<u64>,
+    /// Consecutive failed attempts after which a registration is disabled (0 = never).
     pub disable_after_failures: u32,
+    /// Delivery threads shared by all receivers.
+    pub workers: usize,
+    /// Requests in flight to one registration at once, so a slow receiver cannot take every thread.
+    pub in_flight_per_receiver: usize,
+    /// How often the worker looks for new history entries.
+    pub poll_ms: u64,
+    /// Size at which `deliveries.jsonl` rotates to `deliveries.jsonl.1`.
+    pub deliveries_max_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProviderSettings {
     pub timeout_ms: u64,
     pub slow_ms: u64,
+}
+
+/// Dev-mode hook plugins (only with `COMFYVN_DEV_MODE=1`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PluginSettings {
+    /// Plugin folder, relative to the runtime root unless absolute; `$COMFYVN_MOD_PLUGIN_ROOT` wins.
+    pub root: PathBuf,
+    /// Envelopes buffered per plugin; beyond this the oldest are dropped (and counted).
+    pub queue: usize,
+    /// Delay before restart 1, 2, …; the last entry repeats.
+    pub restart_backoff_ms: Vec<u64>,
 }
 
 impl Config {

@@ -3,7 +3,7 @@
 //! temp files that are removed, and round-trips run in a scratch runtime root.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -250,27 +250,23 @@ fn check_http(opts: &Options) -> Check {
         return Check::skip("http_health", "no --base given; pass --base http://127.0.0.1:8001 to probe a server");
     };
     let url = format!("{}/health", base.trim_end_matches('/'));
-    let agent: ureq::Agent =
-        ureq::Agent::config_builder().timeout_global(Some(opts.timeout)).http_status_as_error(false).build().into();
-    let started = Instant::now();
-    match agent.get(&url).call() {
-        Ok(mut resp) => {
-            let ms = started.elapsed().as_millis();
-            let status = resp.status().as_u16();
-            let body: Option<Value> = resp.body_mut().read_to_string().ok().and_then(|t| serde_json::from_str(&t).ok());
-            if status == 200 && body.as_ref().and_then(|b| b.get("status")).and_then(Value::as_str) == Some("ok") {
-                Check::pass("http_health", format!("{url} answered ok in {ms} ms"))
-            } else {
-                Check::fail(
-                    "http_health",
-                    format!("{url} answered {status}"),
-                    "check the server's log under logs/run-*/run.log",
-                )
-            }
-        }
-        Err(e) => Check::fail(
+    if let Err(e) = crate::outbound::check_url(&url) {
+        return Check::fail("http_health", format!("{e:#}"), "pass --base like http://127.0.0.1:8001");
+    }
+    let reply = crate::outbound::Client::new(opts.timeout, 1).get(&url, 64 * 1024);
+    let ms = reply.latency.as_millis();
+    let body: Option<Value> = serde_json::from_slice(&reply.body).ok();
+    let healthy = body.as_ref().and_then(|b| b.get("status")).and_then(Value::as_str) == Some("ok");
+    match reply.status {
+        Some(200) if healthy => Check::pass("http_health", format!("{url} answered ok in {ms} ms")),
+        Some(status) => Check::fail(
             "http_health",
-            format!("{url}: {e}"),
+            format!("{url} answered {status}"),
+            "check the server's log under logs/run-*/run.log",
+        ),
+        None => Check::fail(
+            "http_health",
+            format!("{url}: {}", reply.describe()),
             "start the server with `comfyvn-obs serve`, or check the address given to --base",
         ),
     }
@@ -342,14 +338,7 @@ fn check_disk(paths: &Paths) -> Check {
 
 /// `http://` or `https://` with a host.
 pub fn url_is_well_formed(url: &str) -> bool {
-    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"));
-    match rest {
-        Some(rest) => {
-            let host = rest.split(['/', '?', '#']).next().unwrap_or("");
-            !host.is_empty() && !url.chars().any(char::is_whitespace)
-        }
-        None => false,
-    }
+    crate::outbound::check_url(url).is_ok()
 }
 
 fn check_webhooks(paths: &Paths) -> Check {

@@ -10,6 +10,18 @@ pub enum HooksCommand {
     Tail(TailArgs),
     /// Append an event to the hook history.
     Emit(EmitArgs),
+    /// Show the dev-mode hook plugins (COMFYVN_DEV_MODE=1), or run them with --run.
+    Plugins(PluginsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PluginsArgs {
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Run the plugin host in the foreground until interrupted.
+    #[arg(long)]
+    pub run: bool,
 }
 
 #[derive(Debug, Args)]

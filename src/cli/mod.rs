@@ -9,9 +9,11 @@ pub mod config;
 pub mod crash;
 pub mod doctor;
 pub mod hooks;
+pub mod providers;
 pub mod run;
 pub mod serve;
 pub mod telemetry;
+pub mod webhooks;
 
 /// Observability and debugging for the ComfyVN studio pipeline: crash dumps, telemetry, structured
 /// logs, asset sidecars and audits, hook history, webhooks and an HTTP API.
@@ -75,6 +77,12 @@ pub enum Command {
     Diagnostics(telemetry::DiagnosticsArgs),
     /// Serve the HTTP API and the live hook stream until SIGINT/SIGTERM.
     Serve(serve::ServeArgs),
+    /// Webhook registrations, deliveries, replays and the delivery worker.
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCommand),
+    /// The compute/API provider registry: list, health, quota.
+    #[command(subcommand)]
+    Providers(providers::ProvidersCommand),
 }
 
 /// Parse `KEY=VALUE` pairs (used by `--context`).

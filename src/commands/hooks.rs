@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use serde_json::Value;
 
 use super::Ctx;
-use crate::cli::hooks::{EmitArgs, HooksCommand, ListArgs, TailArgs};
+use crate::cli::hooks::{EmitArgs, HooksCommand, ListArgs, PluginsArgs, TailArgs};
 use crate::exit_code::ExitCode;
 use crate::hooks::{Bus, Envelope, Filter};
 use crate::output;
@@ -17,6 +17,7 @@ pub fn run(ctx: &Ctx, cmd: HooksCommand) -> Result<ExitCode> {
         HooksCommand::List(args) => list(&bus, args),
         HooksCommand::Tail(args) => tail(&bus, args),
         HooksCommand::Emit(args) => emit(ctx, &bus, args),
+        HooksCommand::Plugins(args) => plugins(ctx, args),
     }
 }
 
@@ -78,5 +79,56 @@ fn emit(ctx: &Ctx, bus: &Bus, args: EmitArgs) -> Result<ExitCode> {
         tracing::warn!(error = %format!("{e:#}"), "telemetry.record_hook_failed");
     }
     output::json_line(&env)?;
+    Ok(ExitCode::Success)
+}
+
+fn plugins(ctx: &Ctx, args: PluginsArgs) -> Result<ExitCode> {
+    use crate::hooks::plugins::{self, PluginHost};
+    if args.run {
+        let host = PluginHost::new(&ctx.paths, &ctx.config);
+        if !host.enabled() {
+            eprintln!(
+                "dev plugins are off: set COMFYVN_DEV_MODE=1 to run the executables in {}",
+                host.root().display()
+            );
+            return Ok(ExitCode::Failure);
+        }
+        let stop = crate::signals::install_stop_flag()?;
+        eprintln!("running the hook plugins in {} (Ctrl-C to stop)", host.root().display());
+        if let Some(handle) = host.start(stop)? {
+            let _ = handle.join();
+        }
+        return Ok(ExitCode::Success);
+    }
+    let status = plugins::status_from_disk(&ctx.paths, &ctx.config)?;
+    if args.json {
+        output::json(&status)?;
+        return Ok(ExitCode::Success);
+    }
+    let root = status["root"].as_str().unwrap_or_default();
+    if status["enabled"] != true {
+        eprintln!("dev plugins are off: set COMFYVN_DEV_MODE=1 to run the executables in {root}");
+        return Ok(ExitCode::Success);
+    }
+    match status["host"]["pid"].as_u64() {
+        Some(pid) => eprintln!("plugin host pid {pid}, folder {root}"),
+        None => {
+            eprintln!("no plugin host is running for {root} (`comfyvn-obs hooks plugins --run` or `serve` starts one)")
+        }
+    }
+    let mut text = String::new();
+    for p in status["plugins"].as_array().into_iter().flatten() {
+        text.push_str(&format!(
+            "{:<24} {:<8} pid={:<8} restarts={:<4} delivered={:<8} dropped={:<6} {}\n",
+            p["name"].as_str().unwrap_or_default(),
+            if p["running"] == true { "running" } else { "stopped" },
+            p["pid"].as_u64().map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+            p["restarts"],
+            p["delivered"],
+            p["dropped"],
+            p["last_error"].as_str().unwrap_or_default(),
+        ));
+    }
+    output::print(&text)?;
     Ok(ExitCode::Success)
 }

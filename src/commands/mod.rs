@@ -14,9 +14,11 @@ pub mod crash;
 pub mod diagnostics;
 pub mod doctor;
 pub mod hooks;
+pub mod providers;
 pub mod run;
 pub mod serve;
 pub mod telemetry;
+pub mod webhooks;
 
 /// What every command gets: the resolved paths and configuration.
 pub struct Ctx {
@@ -85,5 +87,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Telemetry(cmd) => telemetry::run(&ctx, cmd),
         Command::Diagnostics(args) => diagnostics::run(&ctx, args),
         Command::Serve(args) => serve::run(&ctx, args),
+        Command::Webhooks(cmd) => webhooks::run(&ctx, cmd),
+        Command::Providers(cmd) => providers::run(&ctx, cmd),
     }
 }

@@ -59,17 +59,28 @@ fn parse_bind(s: &str) -> Result<SocketAddr> {
 
 /// The background services that run beside the API in this process and stop with it.
 ///
-/// This is where the file watcher (on unless `--no-watch`) and the webhook delivery worker are started
-/// once their modules exist: each runs on its own thread, polls `stop`, and is joined by
-/// [`Services::stop`] before the server shuts down. None exists yet, so nothing is started.
+/// The webhook delivery worker, the dev plugin host (with `COMFYVN_DEV_MODE=1`) and the file watcher
+/// (unless `--no-watch`): each runs on its own thread, polls `stop`, and is joined by
+/// [`Services::stop`] before the server shuts down. All of them follow the hook history file, so they
+/// see events from every process, not only this one.
 struct Services {
     stop: Arc<AtomicBool>,
     threads: Vec<(&'static str, JoinHandle<()>)>,
 }
 
 impl Services {
-    fn start(_ctx: &Ctx, watch: bool) -> Result<Services> {
-        let services = Services { stop: Arc::new(AtomicBool::new(false)), threads: Vec::new() };
+    fn start(ctx: &Ctx, watch: bool) -> Result<Services> {
+        let mut services = Services { stop: Arc::new(AtomicBool::new(false)), threads: Vec::new() };
+        let worker =
+            crate::hooks::delivery::spawn_worker(ctx.paths.clone(), ctx.config.clone(), Arc::clone(&services.stop))?;
+        services.threads.push(("webhooks", worker));
+        // A plugin host already running for this root (e.g. `hooks plugins --run`) is not a reason to
+        // refuse to serve: say so and go on without a second one.
+        match crate::hooks::plugins::PluginHost::new(&ctx.paths, &ctx.config).start(Arc::clone(&services.stop)) {
+            Ok(Some(handle)) => services.threads.push(("plugins", handle)),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "plugin host not started"),
+        }
         tracing::debug!(watch, count = services.threads.len(), "background services started");
         Ok(services)
     }

@@ -5,7 +5,10 @@
 //! every consumer. This module knows nothing of HTTP or the watcher.
 
 pub mod catalogue;
+pub mod delivery;
 pub mod history;
+pub mod plugins;
+pub mod webhook;
 
 use anyhow::{bail, Result};
 use serde_json::Value;

@@ -13,5 +13,8 @@ mod http_routes;
 mod http_security;
 mod http_stream;
 mod logging;
+mod plugins;
+mod providers;
 mod telemetry;
 mod tidy;
+mod webhooks;

@@ -1,0 +1,151 @@
+//! `comfyvn-obs webhooks add|remove|list|deliveries|replay|run`.
+
+use anyhow::Result;
+use serde_json::{json, Value};
+
+use super::Ctx;
+use crate::cli::webhooks::{AddArgs, DeliveriesArgs, JsonArgs, RemoveArgs, ReplayArgs, WebhooksCommand};
+use crate::exit_code::{hinted, ExitCode};
+use crate::hooks::delivery;
+use crate::hooks::webhook::{generate_secret, NewWebhook, WebhookError, WebhookStore};
+use crate::hooks::Bus;
+use crate::output;
+
+pub fn run(ctx: &Ctx, cmd: WebhooksCommand) -> Result<ExitCode> {
+    match cmd {
+        WebhooksCommand::Add(args) => add(ctx, args),
+        WebhooksCommand::Remove(args) => remove(ctx, args),
+        WebhooksCommand::List(args) => list(ctx, args),
+        WebhooksCommand::Deliveries(args) => deliveries(ctx, args),
+        WebhooksCommand::Replay(args) => replay(ctx, args),
+        WebhooksCommand::Run => run_worker(ctx),
+    }
+}
+
+fn add(ctx: &Ctx, args: AddArgs) -> Result<ExitCode> {
+    let bus = Bus::open(&ctx.paths, &ctx.config)?;
+    let generated = args.secret.is_none();
+    let new =
+        NewWebhook { event: args.event, url: args.url, secret: Some(args.secret.unwrap_or_else(generate_secret)) };
+    new.validate(&bus).map_err(|e| match e {
+        WebhookError::UnsupportedEvent(ev) => hinted(
+            format!("unsupported event {ev:?}: not in the hook catalogue"),
+            "see `comfyvn-obs hooks list`; `*` or a glob such as `on_asset_*` selects several events",
+        ),
+        other => anyhow::Error::new(other),
+    })?;
+    let done = WebhookStore::new(&ctx.paths).upsert(&new, bus.history.last_seq()?)?;
+    let verb = if done.created { "added" } else { "updated" };
+    let secret = new.secret.as_deref().filter(|_| generated);
+    if args.json {
+        let mut v = json!({"ok": true, "created": done.created, "webhook": done.registration.listing()});
+        if let Some(s) = secret {
+            v["secret"] = json!(s);
+        }
+        output::json(&v)?;
+    } else {
+        output::println(&format!("{verb} webhook {} -> {}", new.event, new.url))?;
+        if let Some(s) = secret {
+            output::println(&format!("secret: {s}"))?;
+            eprintln!("note: the secret is shown only this once; receivers verify signatures with it");
+        }
+    }
+    Ok(ExitCode::Success)
+}
+
+fn remove(ctx: &Ctx, args: RemoveArgs) -> Result<ExitCode> {
+    if WebhookStore::new(&ctx.paths).remove(&args.event, &args.url)? {
+        eprintln!("removed webhook {} -> {}", args.event, args.url);
+        Ok(ExitCode::Success)
+    } else {
+        eprintln!("error: {}", WebhookError::NotFound { event: args.event, url: args.url });
+        Ok(ExitCode::Failure)
+    }
+}
+
+fn list(ctx: &Ctx, args: JsonArgs) -> Result<ExitCode> {
+    let regs = WebhookStore::new(&ctx.paths).load()?;
+    let pending = delivery::pending_counts(&ctx.paths)?;
+    let items: Vec<Value> = regs
+        .iter()
+        .map(|r| {
+            let mut v = r.listing();
+            v["pending"] = json!(pending.get(&r.key()).copied().unwrap_or(0));
+            v
+        })
+        .collect();
+    if args.json {
+        return output::json(&items).map(|_| ExitCode::Success);
+    }
+    if items.is_empty() {
+        eprintln!("no webhooks registered (add one with `comfyvn-obs webhooks add --event E --url U`)");
+        return Ok(ExitCode::Success);
+    }
+    let mut text =
+        format!("{:<28} {:<8} {:>8} {:>7}  {:<44} {}\n", "EVENT", "ENABLED", "FAILURES", "PENDING", "URL", "SECRET");
+    for (r, v) in regs.iter().zip(&items) {
+        let secret = v["secret"].as_str().map(|s| if s.len() > 12 { format!("{}…", &s[..12]) } else { s.to_string() });
+        text.push_str(&format!(
+            "{:<28} {:<8} {:>8} {:>7}  {:<44} {}\n",
+            r.event,
+            r.enabled,
+            r.consecutive_failures,
+            v["pending"].as_u64().unwrap_or(0),
+            r.url,
+            secret.unwrap_or_else(|| "-".into())
+        ));
+    }
+    output::print(&text)?;
+    Ok(ExitCode::Success)
+}
+
+fn deliveries(ctx: &Ctx, args: DeliveriesArgs) -> Result<ExitCode> {
+    let entries = delivery::recent_deliveries(&ctx.paths, args.lines)?;
+    for e in &entries {
+        if args.json {
+            output::json_line(e)?;
+            continue;
+        }
+        let s = |k: &str| e.get(k).map(|v| v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()));
+        output::println(&format!(
+            "{}  {:<9} {:>3} {:>4} {:>6}  {:>8} {:<28} {} {}",
+            s("ts").unwrap_or_default(),
+            s("outcome").unwrap_or_default(),
+            s("attempt").unwrap_or_else(|| "-".into()),
+            s("status_code").unwrap_or_else(|| "-".into()),
+            s("latency_ms").map(|l| format!("{l}ms")).unwrap_or_else(|| "-".into()),
+            s("seq").unwrap_or_default(),
+            s("event").unwrap_or_default(),
+            s("url").unwrap_or_default(),
+            s("error").or_else(|| s("reason")).unwrap_or_default(),
+        ))?;
+    }
+    Ok(ExitCode::Success)
+}
+
+fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<ExitCode> {
+    let plan = delivery::request_replay(&ctx.paths, &ctx.config, args.since, args.url.as_deref())?;
+    if args.json {
+        output::json(&plan)?;
+    } else {
+        output::println(&format!(
+            "queued replay of {} events ({} deliveries) with seq {}..={}",
+            plan.events,
+            plan.deliveries,
+            plan.since + 1,
+            plan.until
+        ))?;
+        eprintln!("the delivery worker sends them (`comfyvn-obs webhooks run`, or inside `serve`)");
+    }
+    Ok(ExitCode::Success)
+}
+
+fn run_worker(ctx: &Ctx) -> Result<ExitCode> {
+    let stop = crate::signals::install_stop_flag()?;
+    if delivery::worker_active(&ctx.paths)? {
+        eprintln!("another delivery worker is running for {}; waiting for it to stop", ctx.paths.root.display());
+    }
+    eprintln!("delivering webhooks for {} (Ctrl-C to stop)", ctx.paths.root.display());
+    delivery::run_worker(&ctx.paths, &ctx.config, &stop)?;
+    Ok(ExitCode::Success)
+}

@@ -1,0 +1,1233 @@
+//! Webhook delivery: a worker follows the hook history from a durable checkpoint, writes each
+//! matching event into a durable outbox, and POSTs it to the receiver with retries.
+//!
+//! Files under `data/webhooks/`: `checkpoint.json` (the last history `seq` whose deliveries are in
+//! the outbox), `outbox.jsonl` (append-only records: `enqueue`, `retry`, `ack`), `deliveries.jsonl`
+//! (one line per attempt or drop, rotated at `obs.webhooks.deliveries_max_bytes`), `replay/*.json`
+//! (requests from `webhooks replay`), `worker.lock`. Registrations belong to [`super::webhook`].
+//!
+//! Invariants:
+//! - One worker per runtime root: it holds `worker.lock` for its life and is the only writer of the
+//!   outbox, the checkpoint and the delivery log. A second worker waits for the lock.
+//! - The outbox is fsynced before the checkpoint moves past what it holds, so a crash (even `kill -9`)
+//!   never loses an event: after a restart the worker re-reads the history from the checkpoint, and
+//!   outbox ids (`msg_<seq>_<hash of registration>`) make the re-enqueue idempotent.
+//! - An acked delivery is never sent again: the ack record is appended right after the 2xx, and
+//!   compaction (rewrite of the outbox with only the pending records) runs only after the
+//!   checkpoint covers every acked event. Delivery is at-least-once: a crash between the receiver's
+//!   2xx and the ack line resends that one message with the same `webhook-id`, which receivers use to
+//!   de-duplicate.
+//! - Emitting never waits on delivery: emitters only append to the history; this worker runs in its
+//!   own thread (or process) and sends with a small thread pool, at most
+//!   `obs.webhooks.in_flight_per_receiver` requests per registration, so a slow receiver cannot hold
+//!   up the others.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::webhook::{event_matcher, AttemptRun, Registration, WebhookStore};
+use super::{Bus, Envelope, Follower};
+use crate::config::{Config, WebhookSettings};
+use crate::outbound::{Client, Reply};
+use crate::paths::Paths;
+
+/// Version of the checkpoint, replay-request and outbox header documents.
+pub const SCHEMA: u64 = 1;
+
+/// Rewrite the outbox once it is this big and mostly acked, even with deliveries still pending.
+const COMPACT_BYTES: u64 = 4 * 1024 * 1024;
+/// The checkpoint is written at most this often while events stream in (always when idle).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+/// How often the worker looks for replay requests.
+const REPLAY_EVERY: Duration = Duration::from_millis(200);
+/// Failure counts are written to the registrations at most this often (a disable is written at once).
+const RUNS_EVERY: Duration = Duration::from_secs(1);
+
+/// The files of the delivery pipeline.
+#[derive(Debug, Clone)]
+pub struct WebhookFiles {
+    pub dir: PathBuf,
+    pub outbox: PathBuf,
+    pub checkpoint: PathBuf,
+    pub deliveries: PathBuf,
+    pub replay_dir: PathBuf,
+    pub worker_lock: PathBuf,
+}
+
+impl WebhookFiles {
+    pub fn new(paths: &Paths) -> WebhookFiles {
+        let dir = paths.webhooks_dir();
+        WebhookFiles {
+            outbox: dir.join("outbox.jsonl"),
+            checkpoint: dir.join("checkpoint.json"),
+            deliveries: dir.join("deliveries.jsonl"),
+            replay_dir: dir.join("replay"),
+            worker_lock: dir.join("worker.lock"),
+            dir,
+        }
+    }
+}
+
+/// What happened to a delivery in the end.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Every retry of the schedule failed.
+    Failed,
+    /// The registration was disabled or removed before delivery.
+    Dropped,
+}
+
+/// One delivery waiting in the outbox.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Pending {
+    /// Unique outbox id (the `webhook-id`, plus a suffix for replays).
+    pub id: String,
+    /// The Standard Webhooks message id: the same for every attempt and every replay of a message.
+    pub webhook_id: String,
+    pub seq: u64,
+    pub event: String,
+    /// The registration's event pattern and URL (its identity).
+    pub reg_event: String,
+    pub url: String,
+    /// The exact request body, kept as sent so every attempt signs the same bytes.
+    pub body: String,
+    #[serde(default)]
+    pub attempts: u32,
+    /// Epoch milliseconds before which the next attempt must not start.
+    #[serde(default)]
+    pub next_at_ms: i64,
+}
+
+impl Pending {
+    fn lane(&self) -> String {
+        super::webhook::registration_key(&self.reg_event, &self.url)
+    }
+}
+
+/// One line of `outbox.jsonl`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+enum Record {
+    Header { schema: u64 },
+    Enqueue(Pending),
+    Retry { id: String, attempts: u32, next_at_ms: i64 },
+    Ack { id: String, outcome: Outcome, at: String },
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+/// The durable outbox (see the module doc).
+#[derive(Debug)]
+pub struct Outbox {
+    path: PathBuf,
+    file: Option<File>,
+    pending: HashMap<String, Pending>,
+    /// Every id enqueued since the last compaction (acked or not): makes re-enqueue idempotent.
+    seen: HashSet<String>,
+    bytes: u64,
+    acked: u64,
+}
+
+impl Outbox {
+    /// Read the outbox (a missing file is empty). Torn or unreadable lines are skipped.
+    pub fn load(path: &Path) -> Result<Outbox> {
+        let mut ob = Outbox {
+            path: path.to_path_buf(),
+            file: None,
+            pending: HashMap::new(),
+            seen: HashSet::new(),
+            bytes: 0,
+            acked: 0,
+        };
+        let f = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ob),
+            Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+        };
+        for line in BufReader::new(f).split(b'\n') {
+            let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+            ob.bytes += line.len() as u64 + 1;
+            match serde_json::from_slice::<Record>(&line) {
+                Ok(Record::Enqueue(p)) => {
+                    if ob.seen.insert(p.id.clone()) {
+                        ob.pending.insert(p.id.clone(), p);
+                    }
+                }
+                Ok(Record::Retry { id, attempts, next_at_ms }) => {
+                    if let Some(p) = ob.pending.get_mut(&id) {
+                        p.attempts = attempts;
+                        p.next_at_ms = next_at_ms;
+                    }
+                }
+                Ok(Record::Ack { id, .. }) => {
+                    ob.pending.remove(&id);
+                    ob.acked += 1;
+                }
+                Ok(Record::Header { .. }) | Err(_) => {}
+            }
+        }
+        Ok(ob)
+    }
+
+    /// Deliveries not yet acked, oldest event first.
+    pub fn pending(&self) -> Vec<&Pending> {
+        let mut v: Vec<&Pending> = self.pending.values().collect();
+        v.sort_by(|a, b| (a.seq, &a.id).cmp(&(b.seq, &b.id)));
+        v
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Pending> {
+        self.pending.get(id)
+    }
+
+    fn append(&mut self, records: &[Record]) -> Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        if self.file.is_none() {
+            let fresh = !self.path.exists();
+            let mut f = crate::fs::open_append(&self.path)?;
+            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+            if fresh || len == 0 {
+                let header = serde_json::to_string(&Record::Header { schema: SCHEMA })?;
+                crate::fs::write_line(&mut f, &self.path, &header)?;
+                self.bytes += header.len() as u64 + 1;
+            } else if !ends_with_newline(&self.path, len)? {
+                // Close a line torn by a crash so the next record starts on its own line.
+                crate::fs::write_line(&mut f, &self.path, "")?;
+            }
+            self.file = Some(f);
+        }
+        let lines = records
+            .iter()
+            .map(serde_json::to_string)
+            .collect::<Result<Vec<_>, _>>()
+            .context("cannot serialize an outbox record")?
+            .join("\n");
+        self.bytes += lines.len() as u64 + 1;
+        let f = self.file.as_mut().expect("opened above");
+        crate::fs::write_line(f, &self.path, &lines)
+    }
+
+    /// Add deliveries; those whose id is already known are skipped. Returns the ones added.
+    pub fn enqueue(&mut self, items: Vec<Pending>) -> Result<Vec<Pending>> {
+        let fresh: Vec<Pending> = items.into_iter().filter(|p| !self.seen.contains(&p.id)).collect();
+        let records: Vec<Record> = fresh.iter().cloned().map(Record::Enqueue).collect();
+        self.append(&records)?;
+        for p in &fresh {
+            self.seen.insert(p.id.clone());
+            self.pending.insert(p.id.clone(), p.clone());
+        }
+        Ok(fresh)
+    }
+
+    /// Remember a failed attempt and when to try again.
+    pub fn retry(&mut self, id: &str, attempts: u32, next_at_ms: i64) -> Result<()> {
+        self.append(&[Record::Retry { id: id.to_string(), attempts, next_at_ms }])?;
+        if let Some(p) = self.pending.get_mut(id) {
+            p.attempts = attempts;
+            p.next_at_ms = next_at_ms;
+        }
+        Ok(())
+    }
+
+    /// Close deliveries for good.
+    pub fn ack(&mut self, ids: &[String], outcome: Outcome) -> Result<()> {
+        let at = crate::time::iso_now();
+        let records: Vec<Record> =
+            ids.iter().map(|id| Record::Ack { id: id.clone(), outcome, at: at.clone() }).collect();
+        self.append(&records)?;
+        for id in ids {
+            self.pending.remove(id);
+        }
+        self.acked += ids.len() as u64;
+        Ok(())
+    }
+
+    /// Make everything appended so far durable (before the checkpoint moves past it).
+    pub fn sync(&self) -> Result<()> {
+        if let Some(f) = &self.file {
+            f.sync_data().with_context(|| format!("cannot sync {}", self.path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Worth compacting: acks exist and either nothing is pending or the file is big and mostly acks.
+    fn wants_compaction(&self) -> bool {
+        self.acked > 0
+            && (self.pending.is_empty() || (self.bytes > COMPACT_BYTES && self.acked > self.pending.len() as u64))
+    }
+
+    /// Rewrite the file with only the pending deliveries (atomically). The caller must have written a
+    /// checkpoint covering every acked event first.
+    fn compact(&mut self) -> Result<()> {
+        let mut text = serde_json::to_string(&Record::Header { schema: SCHEMA })?;
+        text.push('\n');
+        for p in self.pending() {
+            text.push_str(&serde_json::to_string(&Record::Enqueue(p.clone()))?);
+            text.push('\n');
+        }
+        self.file = None;
+        crate::fs::write_atomic(&self.path, text.as_bytes())?;
+        self.bytes = text.len() as u64;
+        self.acked = 0;
+        self.seen = self.pending.keys().cloned().collect();
+        Ok(())
+    }
+}
+
+fn ends_with_newline(path: &Path, len: u64) -> Result<bool> {
+    let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    f.seek(SeekFrom::Start(len - 1))?;
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(b[0] == b'\n')
+}
+
+#[derive(Serialize, Deserialize)]
+struct CheckpointDoc {
+    schema: u64,
+    seq: u64,
+    updated_at: String,
+}
+
+/// The checkpoint's `seq`, `None` when there is none yet.
+pub fn read_checkpoint(path: &Path) -> Result<Option<u64>> {
+    let Some(v) = crate::fs::read_json_opt(path)? else { return Ok(None) };
+    match v.get("seq").and_then(Value::as_u64) {
+        Some(seq) => Ok(Some(seq)),
+        None => Err(crate::exit_code::hinted(
+            format!("{}: seq: expected a non-negative integer", path.display()),
+            "delete the file to start delivering from the end of the hook history",
+        )),
+    }
+}
+
+fn write_checkpoint(path: &Path, seq: u64) -> Result<()> {
+    crate::fs::write_json_atomic(path, &CheckpointDoc { schema: SCHEMA, seq, updated_at: crate::time::iso_now() })
+}
+
+/// `deliveries.jsonl`, rotated to `deliveries.jsonl.1` at a size cap.
+#[derive(Debug)]
+struct DeliveryLog {
+    path: PathBuf,
+    max_bytes: u64,
+    file: Option<File>,
+    size: u64,
+}
+
+impl DeliveryLog {
+    fn new(path: PathBuf, max_bytes: u64) -> DeliveryLog {
+        DeliveryLog { path, max_bytes: max_bytes.max(4096), file: None, size: 0 }
+    }
+
+    fn append(&mut self, entry: &Value) -> Result<()> {
+        if self.file.is_none() {
+            let f = crate::fs::open_append(&self.path)?;
+            self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
+            self.file = Some(f);
+        }
+        if self.size >= self.max_bytes {
+            self.file = None;
+            let rotated = rotated_log(&self.path);
+            std::fs::rename(&self.path, &rotated).with_context(|| format!("cannot rotate {}", self.path.display()))?;
+            self.file = Some(crate::fs::open_append(&self.path)?);
+            self.size = 0;
+        }
+        let line = serde_json::to_string(entry)?;
+        self.size += line.len() as u64 + 1;
+        crate::fs::write_line(self.file.as_mut().expect("opened above"), &self.path, &line)
+    }
+}
+
+fn rotated_log(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".1");
+    PathBuf::from(s)
+}
+
+/// The last `n` delivery log entries, oldest first (reads from the end of the file).
+pub fn recent_deliveries(paths: &Paths, n: usize) -> Result<Vec<Value>> {
+    let path = WebhookFiles::new(paths).deliveries;
+    let mut lines = tail_lines(&path, n)?;
+    if lines.len() < n {
+        let mut older = tail_lines(&rotated_log(&path), n - lines.len())?;
+        older.append(&mut lines);
+        lines = older;
+    }
+    Ok(lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect())
+}
+
+/// The last `n` complete lines of a file, oldest first; a missing file has none.
+fn tail_lines(path: &Path, n: usize) -> Result<Vec<String>> {
+    const CHUNK: u64 = 64 * 1024;
+    let mut f = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+    };
+    let len = f.metadata().with_context(|| format!("cannot stat {}", path.display()))?.len();
+    let mut start = len;
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        // Count complete lines in what we have (the bytes after the last newline are a torn line).
+        let complete = buf.iter().rposition(|&b| b == b'\n').map(|p| &buf[..p]).unwrap_or(&[]);
+        let newlines = complete.iter().filter(|&&b| b == b'\n').count();
+        if start == 0 || newlines > n {
+            break;
+        }
+        let from = start.saturating_sub(CHUNK);
+        let mut chunk = vec![0u8; (start - from) as usize];
+        f.seek(SeekFrom::Start(from))?;
+        f.read_exact(&mut chunk).with_context(|| format!("cannot read {}", path.display()))?;
+        chunk.extend_from_slice(&buf);
+        buf = chunk;
+        start = from;
+    }
+    let end = buf.iter().rposition(|&b| b == b'\n').unwrap_or(0);
+    let text = String::from_utf8_lossy(&buf[..end]);
+    let mut lines: Vec<&str> = text.split('\n').collect();
+    if start > 0 {
+        lines.remove(0); // may be the tail of a line that started before what we read
+    }
+    let skip = lines.len().saturating_sub(n);
+    Ok(lines[skip..].iter().filter(|l| !l.is_empty()).map(|l| l.to_string()).collect())
+}
+
+/// A request for `webhooks replay`, picked up by the worker.
+#[derive(Debug, Serialize, Deserialize)]
+struct ReplayDoc {
+    schema: u64,
+    /// Re-send events with `seq > since` …
+    since: u64,
+    /// … up to this one (the history's end when asked).
+    until: u64,
+    /// Only to this URL.
+    #[serde(default)]
+    url: Option<String>,
+    requested_at: String,
+}
+
+/// What a replay request covers.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplayPlan {
+    pub request: PathBuf,
+    pub since: u64,
+    pub until: u64,
+    /// Events in range that match at least one enabled registration.
+    pub events: usize,
+    /// Deliveries the worker will enqueue.
+    pub deliveries: usize,
+}
+
+/// Ask the worker to re-send events with `seq > since` (up to the history's end now) to every enabled
+/// registration they match (optionally only to `url`), with their original `webhook-id`.
+pub fn request_replay(paths: &Paths, config: &Config, since: u64, url: Option<&str>) -> Result<ReplayPlan> {
+    let bus = Bus::open(paths, config)?;
+    let until = bus.history.last_seq()?;
+    let regs = compile(WebhookStore::new(paths).load()?);
+    let mut events = 0;
+    let mut deliveries = 0;
+    if until > since {
+        let mut follower = bus.history.follow(since)?;
+        for env in follower.poll()?.into_iter().filter(|e| e.seq <= until) {
+            let n =
+                regs.iter().filter(|r| r.reg.enabled && url.is_none_or(|u| u == r.reg.url) && r.matches(&env)).count();
+            events += usize::from(n > 0);
+            deliveries += n;
+        }
+    }
+    let files = WebhookFiles::new(paths);
+    let name = format!("{}-{}.json", crate::time::file_stamp(), crate::digest::random_hex8());
+    let request = files.replay_dir.join(name);
+    let doc =
+        ReplayDoc { schema: SCHEMA, since, until, url: url.map(str::to_string), requested_at: crate::time::iso_now() };
+    crate::fs::write_json_atomic(&request, &doc)?;
+    Ok(ReplayPlan { request, since, until, events, deliveries })
+}
+
+/// A registration with its compiled event pattern.
+struct Compiled {
+    reg: Registration,
+    matcher: globset::GlobMatcher,
+    /// First 8 hex of the sha256 of the registration key: part of every delivery id.
+    tag: String,
+}
+
+impl Compiled {
+    fn matches(&self, env: &Envelope) -> bool {
+        self.reg.event == "*" || self.reg.event == env.event || self.matcher.is_match(&env.event)
+    }
+
+    fn pending(&self, env: &Envelope, body: &str, suffix: &str) -> Pending {
+        let webhook_id = format!("msg_{}_{}", env.seq, self.tag);
+        Pending {
+            id: format!("{webhook_id}{suffix}"),
+            webhook_id,
+            seq: env.seq,
+            event: env.event.clone(),
+            reg_event: self.reg.event.clone(),
+            url: self.reg.url.clone(),
+            body: body.to_string(),
+            attempts: 0,
+            next_at_ms: 0,
+        }
+    }
+}
+
+fn compile(regs: Vec<Registration>) -> Vec<Compiled> {
+    regs.into_iter()
+        .filter_map(|reg| match event_matcher(&reg.event) {
+            Ok(matcher) => {
+                let tag = crate::digest::sha256_hex(reg.key().as_bytes())[..8].to_string();
+                Some(Compiled { reg, matcher, tag })
+            }
+            Err(e) => {
+                tracing::warn!(event = %reg.event, url = %reg.url, "skipping webhook registration: {e:#}");
+                None
+            }
+        })
+        .collect()
+}
+
+/// The exact body of a delivery: `{"event","ts","data"}`.
+pub fn body_of(env: &Envelope) -> String {
+    serde_json::to_string(&env.wire()).unwrap_or_default()
+}
+
+/// Delay before the next attempt after `attempts` failures, `None` when the schedule is exhausted.
+/// The schedule's entry gets ±20 % jitter; a `Retry-After` answer is a lower bound.
+pub fn next_delay(schedule: &[u64], attempts: u32, retry_after: Option<Duration>) -> Option<Duration> {
+    let base = *schedule.get((attempts as usize).checked_sub(1)?)?;
+    let r = u16::from_le_bytes(crate::digest::random_bytes::<2>());
+    let factor = 0.8 + 0.4 * f64::from(r) / f64::from(u16::MAX);
+    let delay = Duration::from_millis((base as f64 * factor) as u64);
+    Some(retry_after.map_or(delay, |ra| ra.max(delay)))
+}
+
+/// `Retry-After`: delay seconds or an HTTP date (capped at one day).
+pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    const MAX: Duration = Duration::from_secs(86_400);
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs).min(MAX));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let ms = (at.with_timezone(&chrono::Utc) - now).num_milliseconds().max(0);
+    Some(Duration::from_millis(ms as u64).min(MAX))
+}
+
+/// One request for a pool thread.
+struct Job {
+    id: String,
+    lane: String,
+    webhook_id: String,
+    url: String,
+    body: String,
+    secret: Option<String>,
+    attempt: u32,
+}
+
+/// A pool thread's answer.
+struct Done {
+    id: String,
+    lane: String,
+    attempt: u32,
+    reply: Reply,
+}
+
+#[derive(Default)]
+struct Lane {
+    ready: VecDeque<String>,
+    in_flight: usize,
+}
+
+/// Start the delivery worker on its own thread (for `serve`). It runs until `stop` is set; an error
+/// (a full disk, a corrupt checkpoint) is logged and the worker starts again after a pause.
+pub fn spawn_worker(paths: Paths, config: Config, stop: Arc<AtomicBool>) -> Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("webhook-worker".into())
+        .spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match run_worker(&paths, &config, &stop) {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::error!("webhook delivery worker stopped: {e:#}; restarting in 5 s");
+                        sleep_unless(&stop, Duration::from_secs(5));
+                    }
+                }
+            }
+        })
+        .context("cannot start the webhook delivery thread")
+}
+
+fn sleep_unless(stop: &AtomicBool, total: Duration) {
+    let until = Instant::now() + total;
+    while !stop.load(Ordering::Relaxed) && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50).min(until.saturating_duration_since(Instant::now())));
+    }
+}
+
+/// True when a delivery worker (in `serve` or `webhooks run`) holds this root's worker lock.
+pub fn worker_active(paths: &Paths) -> Result<bool> {
+    let files = WebhookFiles::new(paths);
+    let lock = crate::fs::open_append(&files.worker_lock)?;
+    match lock.try_lock() {
+        Ok(()) => Ok(false),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(true),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", files.worker_lock.display()))
+        }
+    }
+}
+
+/// Run the delivery worker in this thread until `stop` is set (`webhooks run`). Waits while another
+/// worker holds the lock for this runtime root.
+pub fn run_worker(paths: &Paths, config: &Config, stop: &AtomicBool) -> Result<()> {
+    let files = WebhookFiles::new(paths);
+    crate::fs::ensure_dir(&files.dir)?;
+    let lock = crate::fs::open_append(&files.worker_lock)?;
+    let mut told = false;
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match lock.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) => {
+                if !told {
+                    tracing::info!("another webhook delivery worker holds {}; waiting", files.worker_lock.display());
+                    told = true;
+                }
+                sleep_unless(stop, Duration::from_millis(250));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", files.worker_lock.display()))
+            }
+        }
+    }
+    let mut worker = Worker::open(paths, config, files)?;
+    tracing::info!(
+        pending = worker.outbox.pending.len(),
+        from_seq = worker.checkpoint,
+        "webhook delivery worker started"
+    );
+    let result = worker.run(stop);
+    let finish = worker.shutdown();
+    drop(lock);
+    result.and(finish)
+}
+
+struct Worker {
+    files: WebhookFiles,
+    settings: WebhookSettings,
+    store: WebhookStore,
+    bus: Bus,
+    regs: HashMap<String, Compiled>,
+    regs_stamp: Option<(u64, i64, i64, u64)>,
+    outbox: Outbox,
+    log: DeliveryLog,
+    follower: Follower,
+    checkpoint: u64,
+    checkpoint_dirty: bool,
+    checkpoint_at: Instant,
+    replay_at: Instant,
+    lanes: HashMap<String, Lane>,
+    delayed: BinaryHeap<Reverse<(i64, String)>>,
+    in_flight: usize,
+    /// Attempt outcomes per registration not yet written to the registrations file.
+    runs: HashMap<String, AttemptRun>,
+    runs_at: Instant,
+    jobs: Option<Sender<Job>>,
+    results: Receiver<Done>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Worker {
+    fn open(paths: &Paths, config: &Config, files: WebhookFiles) -> Result<Worker> {
+        let settings = config.obs.webhooks.clone();
+        let store = WebhookStore::new(paths);
+        let bus = Bus::open(paths, config)?;
+        let regs_list = store.load()?;
+        let outbox = Outbox::load(&files.outbox)?;
+        let checkpoint = match read_checkpoint(&files.checkpoint)? {
+            Some(seq) => seq,
+            // No checkpoint yet: start where the oldest enabled registration started, else at the end.
+            None => match regs_list.iter().filter(|r| r.enabled).map(|r| r.since_seq).min() {
+                Some(s) => s,
+                None => bus.history.last_seq()?,
+            },
+        };
+        let follower = bus.history.follow(checkpoint)?;
+        let regs_stamp = store.stamp();
+        let regs = compile(regs_list).into_iter().map(|c| (c.reg.key(), c)).collect();
+
+        let workers = settings.workers.max(1);
+        let client =
+            Client::new(Duration::from_millis(settings.timeout_ms.max(1)), settings.in_flight_per_receiver.max(1));
+        let (job_tx, job_rx) = mpsc::channel::<Job>();
+        let (done_tx, done_rx) = mpsc::channel::<Done>();
+        let job_rx = Arc::new(Mutex::new(job_rx));
+        let mut threads = Vec::with_capacity(workers);
+        for i in 0..workers {
+            let (job_rx, done_tx, client) = (Arc::clone(&job_rx), done_tx.clone(), client.clone());
+            let t = std::thread::Builder::new()
+                .name(format!("webhook-send-{i}"))
+                .spawn(move || send_loop(&job_rx, &done_tx, &client))
+                .context("cannot start a webhook delivery thread")?;
+            threads.push(t);
+        }
+
+        let mut w = Worker {
+            log: DeliveryLog::new(files.deliveries.clone(), settings.deliveries_max_bytes),
+            files,
+            settings,
+            store,
+            bus,
+            regs,
+            regs_stamp,
+            outbox,
+            follower,
+            checkpoint,
+            checkpoint_dirty: false,
+            checkpoint_at: Instant::now(),
+            replay_at: Instant::now(),
+            lanes: HashMap::new(),
+            delayed: BinaryHeap::new(),
+            in_flight: 0,
+            runs: HashMap::new(),
+            runs_at: Instant::now(),
+            jobs: Some(job_tx),
+            results: done_rx,
+            threads,
+        };
+        let now = now_ms();
+        let resumed: Vec<(String, String, i64)> =
+            w.outbox.pending().iter().map(|p| (p.id.clone(), p.lane(), p.next_at_ms)).collect();
+        for (id, lane, next_at) in resumed {
+            if next_at > now {
+                w.delayed.push(Reverse((next_at, id)));
+            } else {
+                w.lanes.entry(lane).or_default().ready.push_back(id);
+            }
+        }
+        Ok(w)
+    }
+
+    fn run(&mut self, stop: &AtomicBool) -> Result<()> {
+        let poll = Duration::from_millis(self.settings.poll_ms.clamp(1, 5000));
+        while !stop.load(Ordering::Relaxed) {
+            self.reload_registrations();
+            let new = self.pull_history()?;
+            if self.replay_at.elapsed() >= REPLAY_EVERY {
+                self.replay_at = Instant::now();
+                self.process_replays()?;
+            }
+            self.promote_due();
+            self.dispatch()?;
+            let wait = self.delayed.peek().map_or(poll, |Reverse((at, _))| {
+                Duration::from_millis((*at - now_ms()).clamp(0, poll.as_millis() as i64) as u64)
+            });
+            match self.results.recv_timeout(wait) {
+                Ok(done) => {
+                    self.finish(done)?;
+                    while let Ok(done) = self.results.try_recv() {
+                        self.finish(done)?;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => bail!("webhook delivery threads exited"),
+            }
+            let idle = new == 0 && self.idle();
+            self.persist(idle)?;
+        }
+        Ok(())
+    }
+
+    /// Stop sending, wait (up to the request timeout) for requests in flight so their outcome is
+    /// recorded, write the checkpoint and stop the threads.
+    fn shutdown(&mut self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_millis(self.settings.timeout_ms) + Duration::from_millis(500);
+        let mut result = Ok(());
+        while self.in_flight > 0 && Instant::now() < deadline {
+            match self.results.recv_timeout(Duration::from_millis(50)) {
+                Ok(done) => {
+                    if let Err(e) = self.finish(done) {
+                        result = Err(e);
+                        break;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        let persisted = self.persist(true);
+        self.jobs = None;
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+        result.and(persisted)
+    }
+
+    fn reload_registrations(&mut self) {
+        let stamp = self.store.stamp();
+        if stamp == self.regs_stamp {
+            return;
+        }
+        match self.store.load() {
+            Ok(list) => {
+                self.regs_stamp = stamp;
+                self.regs = compile(list).into_iter().map(|c| (c.reg.key(), c)).collect();
+            }
+            Err(e) => tracing::warn!("keeping the previous webhook registrations: {e:#}"),
+        }
+    }
+
+    /// Enqueue deliveries for new history entries; returns how many entries were read.
+    fn pull_history(&mut self) -> Result<usize> {
+        let envs = self.follower.poll()?;
+        if envs.is_empty() {
+            return Ok(0);
+        }
+        let mut items = Vec::new();
+        for env in &envs {
+            let mut body = None;
+            for c in self.regs.values().filter(|c| c.reg.enabled && env.seq > c.reg.since_seq && c.matches(env)) {
+                let body = body.get_or_insert_with(|| body_of(env));
+                items.push(c.pending(env, body, ""));
+            }
+        }
+        self.add(items)?;
+        self.checkpoint = self.follower.last_seq();
+        self.checkpoint_dirty = true;
+        Ok(envs.len())
+    }
+
+    fn add(&mut self, items: Vec<Pending>) -> Result<()> {
+        for p in self.outbox.enqueue(items)? {
+            self.lanes.entry(p.lane()).or_default().ready.push_back(p.id);
+        }
+        Ok(())
+    }
+
+    /// Turn each request file in `replay/` into deliveries, then delete it. Replay ids carry the
+    /// request's name, so a crash between the two steps does not enqueue twice.
+    fn process_replays(&mut self) -> Result<()> {
+        let mut requests: Vec<PathBuf> = match std::fs::read_dir(&self.files.replay_dir) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect(),
+            Err(_) => return Ok(()),
+        };
+        requests.sort();
+        for path in requests {
+            let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let doc: ReplayDoc = match crate::fs::read_json_opt(&path)
+                .and_then(|v| serde_json::from_value(v.unwrap_or(Value::Null)).context("not a replay request"))
+            {
+                Ok(doc) => doc,
+                Err(e) => {
+                    tracing::warn!("ignoring replay request {}: {e:#}", path.display());
+                    let _ = crate::fs::quarantine(&path);
+                    continue;
+                }
+            };
+            let mut items = Vec::new();
+            if doc.until > doc.since {
+                let mut follower = self.bus.history.follow(doc.since)?;
+                for env in follower.poll()?.into_iter().filter(|e| e.seq <= doc.until) {
+                    let body = body_of(&env);
+                    for c in self.regs.values().filter(|c| {
+                        c.reg.enabled && doc.url.as_ref().is_none_or(|u| *u == c.reg.url) && c.matches(&env)
+                    }) {
+                        items.push(c.pending(&env, &body, &format!(".replay-{name}")));
+                    }
+                }
+            }
+            let n = items.len();
+            self.add(items)?;
+            self.outbox.sync()?;
+            std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
+            tracing::info!(since = doc.since, until = doc.until, deliveries = n, "replay request queued");
+        }
+        Ok(())
+    }
+
+    fn promote_due(&mut self) {
+        let now = now_ms();
+        while let Some(Reverse((at, _))) = self.delayed.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, id))) = self.delayed.pop() else { break };
+            if let Some(p) = self.outbox.get(&id) {
+                self.lanes.entry(p.lane()).or_default().ready.push_back(id);
+            }
+        }
+    }
+
+    /// Hand ready deliveries to the pool: round-robin over lanes, each lane capped, the pool capped.
+    fn dispatch(&mut self) -> Result<()> {
+        let cap = self.settings.in_flight_per_receiver.max(1);
+        let pool = self.settings.workers.max(1);
+        let mut dropped: Vec<String> = Vec::new();
+        loop {
+            let mut progressed = false;
+            for (key, lane) in self.lanes.iter_mut() {
+                if self.in_flight >= pool {
+                    break;
+                }
+                if lane.in_flight >= cap {
+                    continue;
+                }
+                let Some(id) = lane.ready.pop_front() else { continue };
+                progressed = true;
+                let Some(p) = self.outbox.get(&id) else { continue };
+                let Some(c) = self.regs.get(key).filter(|c| c.reg.enabled) else {
+                    dropped.push(id);
+                    continue;
+                };
+                let job = Job {
+                    id: id.clone(),
+                    lane: key.clone(),
+                    webhook_id: p.webhook_id.clone(),
+                    url: p.url.clone(),
+                    body: p.body.clone(),
+                    secret: c.reg.secret.clone(),
+                    attempt: p.attempts + 1,
+                };
+                if let Some(tx) = &self.jobs {
+                    if tx.send(job).is_err() {
+                        bail!("webhook delivery threads exited");
+                    }
+                }
+                lane.in_flight += 1;
+                self.in_flight += 1;
+            }
+            if !progressed || self.in_flight >= pool {
+                break;
+            }
+        }
+        self.lanes.retain(|_, l| !l.ready.is_empty() || l.in_flight > 0);
+        if !dropped.is_empty() {
+            self.drop_deliveries(dropped, "registration removed or disabled")?;
+        }
+        Ok(())
+    }
+
+    fn drop_deliveries(&mut self, ids: Vec<String>, reason: &str) -> Result<()> {
+        let entries: Vec<Value> = ids
+            .iter()
+            .filter_map(|id| self.outbox.get(id))
+            .map(|p| log_entry(p, None, Outcome::Dropped.as_str(), None, Some(reason)))
+            .collect();
+        self.outbox.ack(&ids, Outcome::Dropped)?;
+        for entry in &entries {
+            self.log.append(entry)?;
+        }
+        Ok(())
+    }
+
+    /// Record one attempt's outcome: ack, schedule a retry, give up, or disable the registration.
+    fn finish(&mut self, done: Done) -> Result<()> {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        if let Some(lane) = self.lanes.get_mut(&done.lane) {
+            lane.in_flight = lane.in_flight.saturating_sub(1);
+        }
+        let Some(p) = self.outbox.get(&done.id).cloned() else { return Ok(()) };
+        let stored_failures = self.regs.get(&done.lane).map_or(0, |c| c.reg.consecutive_failures);
+        if done.reply.is_success() {
+            // Ack first: a log line saying "delivered" then always means "will not be sent again".
+            self.outbox.ack(std::slice::from_ref(&done.id), Outcome::Delivered)?;
+            self.log.append(&log_entry(&p, Some((&done.reply, done.attempt)), "delivered", None, None))?;
+            let run = self
+                .runs
+                .entry(done.lane.clone())
+                .or_insert_with(|| AttemptRun { key: done.lane.clone(), ..AttemptRun::default() });
+            if stored_failures > 0 || run.failures > 0 {
+                *run = AttemptRun { key: done.lane.clone(), reset: true, ..AttemptRun::default() };
+            } else if !run.reset {
+                self.runs.remove(&done.lane);
+            }
+            return Ok(());
+        }
+        let error = done.reply.describe();
+        let still_enabled = self.regs.get(&done.lane).is_some_and(|c| c.reg.enabled);
+        let mut disabled = None;
+        if still_enabled {
+            let run = self
+                .runs
+                .entry(done.lane.clone())
+                .or_insert_with(|| AttemptRun { key: done.lane.clone(), ..AttemptRun::default() });
+            run.failures += 1;
+            run.last_error = Some(error.clone());
+            let count = if run.reset { 0 } else { stored_failures } + run.failures;
+            let limit = self.settings.disable_after_failures;
+            if limit > 0 && count >= limit {
+                let run = self.runs.remove(&done.lane).expect("inserted above");
+                disabled = self.store.record_runs(&[run], limit)?.into_iter().next();
+            }
+        }
+        if let Some(reg) = disabled {
+            self.outbox.ack(std::slice::from_ref(&done.id), Outcome::Failed)?;
+            self.log.append(&log_entry(&p, Some((&done.reply, done.attempt)), "disabled", None, None))?;
+            if let Some(c) = self.regs.get_mut(&done.lane) {
+                c.reg.enabled = false;
+            }
+            let rest: Vec<String> =
+                self.outbox.pending().iter().filter(|q| q.lane() == done.lane).map(|q| q.id.clone()).collect();
+            self.drop_deliveries(rest, "registration disabled after repeated failures")?;
+            tracing::warn!(event = %reg.event, url = %reg.url, failures = reg.consecutive_failures, "webhook disabled: {error}");
+            let data =
+                json!({"event": reg.event, "url": reg.url, "failures": reg.consecutive_failures, "last_error": error});
+            if let Err(e) = self.bus.emit("obs.webhook_disabled", data) {
+                tracing::warn!("cannot record obs.webhook_disabled: {e:#}");
+            }
+            return Ok(());
+        }
+        let retry_after = done.reply.retry_after.as_deref().and_then(|v| parse_retry_after(v, chrono::Utc::now()));
+        match next_delay(&self.settings.retry_schedule_ms, done.attempt, retry_after) {
+            Some(delay) if still_enabled => {
+                let next_at = now_ms() + delay.as_millis() as i64;
+                self.outbox.retry(&done.id, done.attempt, next_at)?;
+                self.log.append(&log_entry(&p, Some((&done.reply, done.attempt)), "retry", Some(delay), None))?;
+                self.delayed.push(Reverse((next_at, done.id)));
+            }
+            _ => {
+                self.outbox.ack(std::slice::from_ref(&done.id), Outcome::Failed)?;
+                self.log.append(&log_entry(&p, Some((&done.reply, done.attempt)), "failed", None, None))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Move the checkpoint (outbox first), write failure counts, and compact the outbox when it is
+    /// all acked. `force` writes whatever is pending (idle or shutting down).
+    fn persist(&mut self, force: bool) -> Result<()> {
+        let compact = self.outbox.wants_compaction() && self.in_flight == 0;
+        if self.checkpoint_dirty && (force || compact || self.checkpoint_at.elapsed() >= CHECKPOINT_EVERY) {
+            self.outbox.sync()?;
+            write_checkpoint(&self.files.checkpoint, self.checkpoint)?;
+            self.checkpoint_dirty = false;
+            self.checkpoint_at = Instant::now();
+        }
+        if !self.runs.is_empty() && (force || self.runs_at.elapsed() >= RUNS_EVERY) {
+            let runs: Vec<AttemptRun> = self.runs.drain().map(|(_, r)| r).collect();
+            // Counts below the limit only: a run reaching it was written (and disabled) at once.
+            self.store.record_runs(&runs, 0)?;
+            self.runs_at = Instant::now();
+        }
+        if compact && !self.checkpoint_dirty {
+            self.outbox.compact()?;
+        }
+        Ok(())
+    }
+
+    /// Nothing to read, send or wait for.
+    fn idle(&self) -> bool {
+        self.in_flight == 0 && self.lanes.is_empty()
+    }
+}
+
+impl Outcome {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Failed => "failed",
+            Outcome::Dropped => "dropped",
+        }
+    }
+}
+
+fn send_loop(jobs: &Mutex<Receiver<Job>>, done: &Sender<Done>, client: &Client) {
+    loop {
+        let job = match jobs.lock() {
+            Ok(rx) => rx.recv(),
+            Err(_) => return,
+        };
+        let Ok(job) = job else { return };
+        let timestamp = chrono::Utc::now().timestamp();
+        let headers =
+            super::webhook::signed_headers(job.secret.as_deref(), &job.webhook_id, timestamp, job.body.as_bytes());
+        let reply = client.post(&job.url, &headers, job.body.as_bytes());
+        if done.send(Done { id: job.id, lane: job.lane, attempt: job.attempt, reply }).is_err() {
+            return;
+        }
+    }
+}
+
+/// One line of `deliveries.jsonl` (never holds the secret or the body).
+fn log_entry(
+    p: &Pending,
+    attempt: Option<(&Reply, u32)>,
+    outcome: &str,
+    next: Option<Duration>,
+    reason: Option<&str>,
+) -> Value {
+    let mut e = json!({
+        "ts": crate::time::iso_now(),
+        "id": p.id,
+        "webhook_id": p.webhook_id,
+        "seq": p.seq,
+        "event": p.event,
+        "registration": p.reg_event,
+        "url": p.url,
+        "outcome": outcome,
+    });
+    let map = e.as_object_mut().expect("built as an object");
+    if let Some((reply, n)) = attempt {
+        map.insert("attempt".into(), json!(n));
+        map.insert("ok".into(), json!(reply.is_success()));
+        if let Some(s) = reply.status {
+            map.insert("status_code".into(), json!(s));
+        }
+        if !reply.is_success() {
+            map.insert("error".into(), json!(reply.describe()));
+        }
+        if let Some(ra) = &reply.retry_after {
+            map.insert("retry_after".into(), json!(ra));
+        }
+        map.insert("latency_ms".into(), json!(reply.latency.as_millis() as u64));
+    }
+    if let Some(d) = next {
+        map.insert("next_attempt_in_ms".into(), json!(d.as_millis() as u64));
+    }
+    if let Some(r) = reason {
+        map.insert("reason".into(), json!(r));
+    }
+    e
+}
+
+/// Per-registration counts of deliveries still in the outbox (for `webhooks list`).
+pub fn pending_counts(paths: &Paths) -> Result<HashMap<String, usize>> {
+    let outbox = Outbox::load(&WebhookFiles::new(paths).outbox)?;
+    let mut counts = HashMap::new();
+    for p in outbox.pending.values() {
+        *counts.entry(p.lane()).or_insert(0) += 1;
+    }
+    Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(id: &str, seq: u64) -> Pending {
+        Pending {
+            id: id.into(),
+            webhook_id: id.into(),
+            seq,
+            event: "on_scene_enter".into(),
+            reg_event: "*".into(),
+            url: "http://127.0.0.1:9/".into(),
+            body: r#"{"event":"on_scene_enter","ts":1.5,"data":{}}"#.into(),
+            attempts: 0,
+            next_at_ms: 0,
+        }
+    }
+
+    #[test]
+    fn outbox_survives_reload_and_ignores_reenqueue_and_torn_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.jsonl");
+        let mut ob = Outbox::load(&path).unwrap();
+        assert_eq!(ob.enqueue(vec![pending("a", 1), pending("b", 2), pending("c", 3)]).unwrap().len(), 3);
+        ob.retry("b", 2, 12345).unwrap();
+        ob.ack(&["a".into()], Outcome::Delivered).unwrap();
+        drop(ob);
+        // A crash mid-write leaves a torn last line.
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"op\":\"ack\",\"id\":\"c").unwrap();
+        let mut ob = Outbox::load(&path).unwrap();
+        let ids: Vec<&str> = ob.pending().iter().map(|p| p.id.as_str()).collect();
+        assert_eq!(ids, ["b", "c"]);
+        assert_eq!((ob.get("b").unwrap().attempts, ob.get("b").unwrap().next_at_ms), (2, 12345));
+        // Re-enqueueing after a restart (checkpoint behind the outbox) adds nothing, acked or not.
+        assert!(ob.enqueue(vec![pending("a", 1), pending("b", 2)]).unwrap().is_empty());
+        ob.ack(&["c".into()], Outcome::Delivered).unwrap();
+        let ob = Outbox::load(&path).unwrap();
+        assert_eq!(ob.pending().len(), 1, "the torn line was closed, later records still parse");
+    }
+
+    use std::io::Write;
+
+    #[test]
+    fn compaction_keeps_only_pending_with_their_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.jsonl");
+        let mut ob = Outbox::load(&path).unwrap();
+        ob.enqueue(vec![pending("a", 1), pending("b", 2)]).unwrap();
+        ob.retry("b", 1, 99).unwrap();
+        ob.ack(&["a".into()], Outcome::Delivered).unwrap();
+        assert!(!ob.wants_compaction());
+        ob.compact().unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.lines().next().unwrap().contains("\"schema\":1"));
+        let ob2 = Outbox::load(&path).unwrap();
+        assert_eq!(ob2.get("b").unwrap().next_at_ms, 99);
+        ob.ack(&["b".into()], Outcome::Failed).unwrap();
+        assert!(ob.wants_compaction());
+        ob.compact().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+    }
+
+    #[test]
+    fn retry_after_accepts_seconds_and_http_dates() {
+        let now = chrono::DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z").unwrap().with_timezone(&chrono::Utc);
+        assert_eq!(parse_retry_after("2", now), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:03 GMT", now), Some(Duration::from_secs(3)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("999999999", now), Some(Duration::from_secs(86_400)));
+    }
+
+    #[test]
+    fn backoff_follows_the_schedule_with_jitter_and_retry_after_is_a_floor() {
+        let schedule = [100, 1000];
+        for _ in 0..50 {
+            let d = next_delay(&schedule, 1, None).unwrap().as_millis();
+            assert!((80..=120).contains(&d), "{d}");
+            let d = next_delay(&schedule, 2, None).unwrap().as_millis();
+            assert!((800..=1200).contains(&d), "{d}");
+        }
+        assert_eq!(next_delay(&schedule, 3, None), None, "schedule exhausted");
+        assert_eq!(next_delay(&schedule, 1, Some(Duration::from_secs(5))), Some(Duration::from_secs(5)));
+        assert_eq!(next_delay(&[], 1, None), None);
+    }
+
+    #[test]
+    fn tail_lines_reads_the_end_and_skips_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("d.jsonl");
+        let mut text = String::new();
+        for i in 0..5000 {
+            text.push_str(&format!("{{\"i\":{i},\"pad\":\"{}\"}}\n", "x".repeat(40)));
+        }
+        text.push_str("{\"torn");
+        std::fs::write(&p, text).unwrap();
+        let last = tail_lines(&p, 3).unwrap();
+        assert_eq!(last.len(), 3);
+        assert!(last[2].starts_with("{\"i\":4999,"), "{last:?}");
+        assert!(last[0].starts_with("{\"i\":4997,"));
+        assert_eq!(tail_lines(&p, 6000).unwrap().len(), 5000);
+        assert!(tail_lines(&dir.path().join("none"), 3).unwrap().is_empty());
+    }
+}

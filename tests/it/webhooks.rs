@@ -1,0 +1,572 @@
+//! `webhooks add|remove|list|deliveries|replay|run` against the real binary and loopback receivers
+//! started by each test. Signatures are recomputed here with the `hmac`/`sha2` crates directly.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+
+use crate::support::TestEnv;
+
+/// One request a loopback server received.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub path: String,
+    pub headers: HashMap<String, String>,
+    pub body: Vec<u8>,
+    pub at: Instant,
+    /// The status it was answered with.
+    pub status: u16,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(&name.to_ascii_lowercase()).map(String::as_str).unwrap_or("")
+    }
+}
+
+/// What the server answers.
+pub struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub delay: Duration,
+}
+
+impl Answer {
+    pub fn status(status: u16) -> Answer {
+        Answer { status, headers: Vec::new(), body: String::new(), delay: Duration::ZERO }
+    }
+    pub fn json(status: u16, body: Value) -> Answer {
+        Answer { body: body.to_string(), ..Answer::status(status) }
+    }
+}
+
+type Responder = dyn Fn(usize, &Request) -> Answer + Send + Sync;
+
+/// A tiny HTTP/1.1 server on 127.0.0.1 with keep-alive, answering via a closure that gets the
+/// request's index (0-based, across connections).
+pub struct Server {
+    pub port: u16,
+    requests: Arc<Mutex<Vec<Request>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Server {
+    pub fn start(respond: impl Fn(usize, &Request) -> Answer + Send + Sync + 'static) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let respond: Arc<Responder> = Arc::new(respond);
+        let counter = Arc::new(AtomicUsize::new(0));
+        let (reqs, stop2) = (Arc::clone(&requests), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let (reqs, respond, counter, stop) =
+                            (Arc::clone(&reqs), Arc::clone(&respond), Arc::clone(&counter), Arc::clone(&stop2));
+                        std::thread::spawn(move || serve_conn(stream, &reqs, &*respond, &counter, &stop));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                }
+            }
+        });
+        Server { port, requests, stop }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn requests(&self) -> Vec<Request> {
+        self.requests.lock().unwrap().clone()
+    }
+
+    /// Wait until `n` requests arrived (panics after 10 s).
+    pub fn wait_for(&self, n: usize) -> Vec<Request> {
+        wait_until(&format!("{n} requests on port {}", self.port), || self.requests().len() >= n);
+        self.requests()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve_conn(
+    stream: TcpStream,
+    reqs: &Mutex<Vec<Request>>,
+    respond: &Responder,
+    counter: &AtomicUsize,
+    stop: &AtomicBool,
+) {
+    stream.set_nonblocking(false).ok();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let mut writer = stream.try_clone().unwrap();
+    let mut reader = BufReader::new(stream);
+    while !stop.load(Ordering::Relaxed) {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+        let mut headers = HashMap::new();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                return;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
+            }
+        }
+        let len: usize = headers.get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let mut body = vec![0u8; len];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        let mut req = Request { path, headers, body, at: Instant::now(), status: 0 };
+        let idx = counter.fetch_add(1, Ordering::SeqCst);
+        let answer = respond(idx, &req);
+        req.status = answer.status;
+        reqs.lock().unwrap().push(req);
+        std::thread::sleep(answer.delay);
+        let mut out = format!("HTTP/1.1 {} X\r\nContent-Length: {}\r\n", answer.status, answer.body.len());
+        for (k, v) in &answer.headers {
+            out.push_str(&format!("{k}: {v}\r\n"));
+        }
+        out.push_str("Content-Type: application/json\r\n\r\n");
+        out.push_str(&answer.body);
+        if writer.write_all(out.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// Poll `f` every 20 ms; panic after 10 s.
+#[track_caller]
+pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A runtime root with fast webhook settings.
+fn env_with(schedule: &[u64], disable_after: u32) -> TestEnv {
+    env_with_in_flight(schedule, disable_after, 4)
+}
+
+fn env_with_in_flight(schedule: &[u64], disable_after: u32, in_flight: usize) -> TestEnv {
+    let env = TestEnv::new();
+    let cfg = json!({"obs": {"webhooks": {
+        "timeout_ms": 2000, "retry_schedule_ms": schedule, "disable_after_failures": disable_after, "poll_ms": 10,
+        "in_flight_per_receiver": in_flight,
+    }}});
+    env.write("config/comfyvn.json", cfg.to_string());
+    env
+}
+
+/// `webhooks run` in the background; killed on drop.
+struct Worker(Child);
+
+impl Worker {
+    fn start(env: &TestEnv) -> Worker {
+        Worker(env.command(&["webhooks", "run"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap())
+    }
+    /// SIGKILL: no chance to flush anything.
+    fn kill9(mut self) {
+        self.0.kill().unwrap();
+        self.0.wait().unwrap();
+    }
+    /// SIGTERM and wait for a clean exit.
+    fn stop(mut self) {
+        let pid = self.0.id().to_string();
+        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        let status = self.0.wait().unwrap();
+        assert!(status.success(), "worker exited with {status}");
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn emit(env: &TestEnv, event: &str, data: Value) -> u64 {
+    env.run(&["hooks", "emit", event, "--data", &data.to_string()]).ok().json_lines()[0]["seq"].as_u64().unwrap()
+}
+
+fn add(env: &TestEnv, event: &str, url: &str, secret: Option<&str>) -> Value {
+    let mut args = vec!["webhooks", "add", "--event", event, "--url", url, "--json"];
+    if let Some(s) = secret {
+        args.extend(["--secret", s]);
+    }
+    env.run(&args).ok().json()
+}
+
+fn deliveries(env: &TestEnv) -> Vec<Value> {
+    env.run(&["webhooks", "deliveries", "-n", "1000", "--json"]).ok().json_lines()
+}
+
+fn hmac(key: &[u8], msg: &[u8]) -> Vec<u8> {
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(msg);
+    mac.finalize().into_bytes().to_vec()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What a Standard Webhooks receiver does: derive the key from the whsec_ secret and compare.
+fn standard_ok(secret: &str, r: &Request) -> bool {
+    let key = match secret.strip_prefix("whsec_") {
+        Some(rest) => base64::engine::general_purpose::STANDARD.decode(rest).unwrap(),
+        None => secret.as_bytes().to_vec(),
+    };
+    let signed =
+        [r.header("webhook-id").as_bytes(), b".", r.header("webhook-timestamp").as_bytes(), b".", &r.body].concat();
+    let expected = format!("v1,{}", base64::engine::general_purpose::STANDARD.encode(hmac(&key, &signed)));
+    r.header("webhook-signature").split(' ').any(|s| s == expected)
+}
+
+fn comfy_ok(secret: &str, r: &Request) -> bool {
+    r.header("x-comfy-signature") == hex(&hmac(secret.as_bytes(), &r.body))
+}
+
+#[test]
+fn deliveries_carry_both_signatures_over_the_exact_body_and_secrets_stay_masked() {
+    let env = env_with(&[50, 100, 200], 10);
+    let rx = Server::start(|_, _| Answer::status(200));
+    let generated = add(&env, "on_scene_*", &rx.url("/gen"), None);
+    let secret = generated["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"), "{generated}");
+    assert_eq!(generated["webhook"]["secret"], "*".repeat(secret.len()));
+    add(&env, "*", &rx.url("/plain"), Some("plain-s3cret"));
+    let seq = emit(&env, "on_scene_enter", json!({"scene_id": "intro", "n": 1.5}));
+    let worker = Worker::start(&env);
+    let reqs = rx.wait_for(2);
+    worker.stop();
+
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
+    for r in &reqs {
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        let keys: Vec<&str> = body.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(keys, ["event", "ts", "data"]);
+        assert_eq!(body["event"], "on_scene_enter");
+        assert_eq!(body["data"]["scene_id"], "intro");
+        assert_eq!(r.header("content-type"), "application/json");
+        assert!(r.header("webhook-id").starts_with(&format!("msg_{seq}_")), "{}", r.header("webhook-id"));
+        let ts: i64 = r.header("webhook-timestamp").parse().unwrap();
+        assert!((now - ts).abs() < 300, "timestamp {ts} vs now {now}");
+        let secret = if r.path == "/gen" { secret.as_str() } else { "plain-s3cret" };
+        assert!(comfy_ok(secret, r), "X-Comfy-Signature mismatch on {}", r.path);
+        assert!(standard_ok(secret, r), "webhook-signature mismatch on {}", r.path);
+        // And a wrong secret does not verify.
+        assert!(!comfy_ok("other", r) && !standard_ok("whsec_b3RoZXI=", r));
+    }
+    let mut paths: Vec<&str> = reqs.iter().map(|r| r.path.as_str()).collect();
+    paths.sort();
+    assert_eq!(paths, ["/gen", "/plain"]);
+    assert_ne!(reqs[0].header("webhook-id"), reqs[1].header("webhook-id"), "ids differ per registration");
+
+    // Secrets appear in no listing, log or outbox; only in the registrations file itself.
+    let listing = env.run(&["webhooks", "list", "--json"]).ok();
+    let human = env.run(&["webhooks", "list"]).ok();
+    for text in [listing.stdout.as_str(), human.stdout.as_str(), &env.read("data/webhooks/deliveries.jsonl")] {
+        assert!(!text.contains(&secret) && !text.contains("plain-s3cret"), "secret leaked:\n{text}");
+    }
+    if env.path("data/webhooks/outbox.jsonl").exists() {
+        let outbox = env.read("data/webhooks/outbox.jsonl");
+        assert!(!outbox.contains(&secret) && !outbox.contains("plain-s3cret"));
+    }
+    assert_eq!(listing.json()[1]["secret"], "************");
+    let doc: Value = serde_json::from_str(&env.read("data/webhooks.json")).unwrap();
+    assert_eq!(doc["schema"], 1);
+    let checkpoint: Value = serde_json::from_str(&env.read("data/webhooks/checkpoint.json")).unwrap();
+    assert_eq!((checkpoint["schema"].as_u64(), checkpoint["seq"].as_u64()), (Some(1), Some(seq)));
+}
+
+#[test]
+fn a_failing_receiver_is_retried_with_the_same_id_until_it_answers_2xx() {
+    let env = env_with(&[50, 100, 200], 10);
+    let rx = Server::start(|i, _| Answer::status(if i < 2 { 500 } else { 204 }));
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    add(&env, "on_asset_registered", &rx.url("/h"), Some(secret));
+    emit(&env, "on_asset_registered", json!({"uid": "abc"}));
+    let worker = Worker::start(&env);
+    let reqs = rx.wait_for(3);
+    wait_until("the delivered log line", || deliveries(&env).iter().any(|d| d["outcome"] == "delivered"));
+    std::thread::sleep(Duration::from_millis(300));
+    worker.stop();
+    assert_eq!(rx.requests().len(), 3, "no attempt after the 2xx");
+    assert!(reqs.iter().all(|r| r.header("webhook-id") == reqs[0].header("webhook-id")));
+    assert!(reqs.iter().all(|r| r.body == reqs[0].body), "every attempt sends the same bytes");
+    assert!(reqs.iter().all(|r| standard_ok(secret, r) && comfy_ok(secret, r)), "each attempt is signed afresh");
+    let log = deliveries(&env);
+    let summary: Vec<(u64, &str)> =
+        log.iter().map(|d| (d["attempt"].as_u64().unwrap(), d["outcome"].as_str().unwrap())).collect();
+    assert_eq!(summary, [(1, "retry"), (2, "retry"), (3, "delivered")]);
+    assert_eq!(log[0]["status_code"], 500);
+    assert_eq!(log[0]["error"], "http 500");
+    assert!(log[0]["next_attempt_in_ms"].as_u64().unwrap() >= 40);
+    // The human listing works too.
+    assert!(env.run(&["webhooks", "deliveries"]).ok().stdout.contains("delivered"));
+    let listed = env.run(&["webhooks", "list", "--json"]).ok().json();
+    assert_eq!((listed[0]["consecutive_failures"].as_u64(), listed[0]["pending"].as_u64()), (Some(0), Some(0)));
+}
+
+#[test]
+fn retry_after_is_a_lower_bound_on_the_next_attempt() {
+    let env = env_with(&[50, 100, 200], 10);
+    let rx = Server::start(|i, _| {
+        if i == 0 {
+            Answer { headers: vec![("Retry-After".into(), "1".into())], ..Answer::status(429) }
+        } else {
+            Answer::status(200)
+        }
+    });
+    add(&env, "*", &rx.url("/h"), Some("s"));
+    emit(&env, "on_scene_enter", json!({}));
+    let worker = Worker::start(&env);
+    let reqs = rx.wait_for(2);
+    worker.stop();
+    let gap = reqs[1].at.duration_since(reqs[0].at);
+    // The schedule alone would retry after ~50 ms; Retry-After: 1 means at least a second.
+    assert!(gap >= Duration::from_millis(950), "retried after {gap:?}");
+    let log = deliveries(&env);
+    assert_eq!(log[0]["retry_after"], "1");
+    assert!(log[0]["next_attempt_in_ms"].as_u64().unwrap() >= 1000);
+}
+
+#[test]
+fn repeated_failures_disable_the_registration_and_emit_obs_webhook_disabled() {
+    // One request at a time per receiver, so the count of attempts before the disable is exact.
+    let env = env_with_in_flight(&[20, 20, 20, 20, 20, 20], 3, 1);
+    let bad = Server::start(|_, _| Answer::status(500));
+    let good = Server::start(|_, _| Answer::status(200));
+    add(&env, "*", &bad.url("/bad"), Some("s"));
+    add(&env, "on_scene_enter", &good.url("/good"), Some("s"));
+    emit(&env, "on_scene_enter", json!({"i": 1}));
+    emit(&env, "on_scene_enter", json!({"i": 2}));
+    let worker = Worker::start(&env);
+    wait_until("the registration to be disabled", || {
+        env.run(&["webhooks", "list", "--json"]).ok().json().as_array().unwrap().iter().any(|w| w["enabled"] == false)
+    });
+    wait_until("obs.webhook_disabled in the history", || {
+        env.run(&["hooks", "tail", "-n", "50", "--json", "--event", "obs.webhook_disabled"])
+            .ok()
+            .stdout
+            .contains("/bad")
+    });
+    // The healthy receiver was not held up by the failing one.
+    good.wait_for(2);
+    std::thread::sleep(Duration::from_millis(200));
+    worker.stop();
+    assert_eq!(bad.requests().len(), 3, "no attempt after the registration was disabled");
+    let ev = env.run(&["hooks", "tail", "-n", "50", "--json", "--event", "obs.webhook_disabled"]).ok().json_lines();
+    assert_eq!(ev.len(), 1);
+    assert_eq!(ev[0]["data"]["url"], bad.url("/bad"));
+    assert_eq!(ev[0]["data"]["failures"], 3);
+    assert_eq!(ev[0]["data"]["last_error"], "http 500");
+    let list = env.run(&["webhooks", "list", "--json"]).ok().json();
+    let bad_reg = list.as_array().unwrap().iter().find(|w| w["url"] == bad.url("/bad")).unwrap();
+    assert_eq!((bad_reg["enabled"].as_bool(), bad_reg["pending"].as_u64()), (Some(false), Some(0)));
+    assert!(
+        deliveries(&env).iter().any(|d| d["outcome"] == "dropped"),
+        "the other pending delivery is dropped, logged"
+    );
+    // Re-adding enables it again.
+    add(&env, "*", &bad.url("/bad"), Some("s"));
+    let list = env.run(&["webhooks", "list", "--json"]).ok().json();
+    assert!(list.as_array().unwrap().iter().all(|w| w["enabled"] == true));
+}
+
+#[test]
+fn pending_deliveries_survive_kill_9_and_acked_ones_are_never_sent_again() {
+    let env = env_with(&[300, 300, 300, 300, 300, 300, 300, 300], 0);
+    let up = Arc::new(AtomicBool::new(false));
+    let up2 = Arc::clone(&up);
+    let rx = Server::start(move |_, _| Answer::status(if up2.load(Ordering::SeqCst) { 200 } else { 503 }));
+    // A second receiver that keeps its deliveries pending for the whole test, so the outbox is never
+    // compacted and still holds the acks when the checkpoint is rolled back below.
+    let stuck =
+        Server::start(|_, _| Answer { headers: vec![("Retry-After".into(), "30".into())], ..Answer::status(503) });
+    add(&env, "*", &rx.url("/h"), Some("whsec_c2VjcmV0LWtleS1ieXRlcw=="));
+    add(&env, "*", &stuck.url("/stuck"), Some("s"));
+    for i in 0..5 {
+        emit(&env, "on_scene_enter", json!({"i": i}));
+    }
+    // Phase 1: the receiver is down; every delivery fails once and waits in the outbox.
+    let worker = Worker::start(&env);
+    wait_until("ten failed attempts", || deliveries(&env).iter().filter(|d| d["outcome"] == "retry").count() >= 10);
+    worker.kill9();
+    let listed = env.run(&["webhooks", "list", "--json"]).ok().json();
+    assert_eq!((listed[0]["pending"].as_u64(), listed[1]["pending"].as_u64()), (Some(5), Some(5)));
+
+    // Phase 2: the receiver is back; a new worker resumes from the outbox.
+    up.store(true, Ordering::SeqCst);
+    let worker = Worker::start(&env);
+    let delivered = |env: &TestEnv| deliveries(env).iter().filter(|d| d["outcome"] == "delivered").count();
+    wait_until("five deliveries", || delivered(&env) == 5);
+    for i in 5..8 {
+        emit(&env, "on_scene_enter", json!({"i": i}));
+    }
+    wait_until("eight deliveries", || delivered(&env) == 8);
+    worker.kill9();
+
+    // Phase 3: as if the kill had come before the checkpoint moved: the new worker re-reads the whole
+    // history, and the acks in the outbox keep it from sending anything twice.
+    env.write("data/webhooks/checkpoint.json", r#"{"schema": 1, "seq": 0, "updated_at": "x"}"#);
+    let worker = Worker::start(&env);
+    emit(&env, "on_scene_enter", json!({"i": 8}));
+    wait_until("nine deliveries", || delivered(&env) == 9);
+    std::thread::sleep(Duration::from_millis(300));
+    worker.stop();
+
+    let mut ok_per_id: HashMap<String, usize> = HashMap::new();
+    for r in rx.requests().iter().filter(|r| r.status == 200) {
+        *ok_per_id.entry(r.header("webhook-id").to_string()).or_default() += 1;
+    }
+    assert_eq!(ok_per_id.len(), 9, "every event delivered: {ok_per_id:?}");
+    assert!(ok_per_id.values().all(|&n| n == 1), "an acked delivery was sent again: {ok_per_id:?}");
+    let seqs: Vec<u64> = rx
+        .requests()
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["data"]["i"].as_u64().unwrap())
+        .collect();
+    let mut sorted = seqs.clone();
+    sorted.sort();
+    assert_eq!(sorted, (0..9).collect::<Vec<_>>());
+    // The stuck receiver got each event once (its retries wait 30 s) and they are all still pending.
+    assert_eq!(stuck.requests().len(), 9);
+    let listed = env.run(&["webhooks", "list", "--json"]).ok().json();
+    assert_eq!((listed[0]["pending"].as_u64(), listed[1]["pending"].as_u64()), (Some(0), Some(9)));
+}
+
+#[test]
+fn an_all_acked_outbox_is_compacted_to_its_header() {
+    let env = env_with(&[50], 10);
+    let rx = Server::start(|_, _| Answer::status(200));
+    add(&env, "*", &rx.url("/h"), Some("s"));
+    for i in 0..3 {
+        emit(&env, "on_scene_enter", json!({"i": i}));
+    }
+    let worker = Worker::start(&env);
+    rx.wait_for(3);
+    wait_until("compaction", || {
+        std::fs::read_to_string(env.path("data/webhooks/outbox.jsonl")).is_ok_and(|t| t.lines().count() == 1)
+    });
+    worker.stop();
+    let header: Value = serde_json::from_str(env.read("data/webhooks/outbox.jsonl").trim()).unwrap();
+    assert_eq!(header, json!({"op": "header", "schema": 1}));
+}
+
+#[test]
+fn events_emitted_while_no_worker_runs_are_delivered_and_replay_resends_with_the_same_id() {
+    let env = env_with(&[50, 100], 10);
+    let rx = Server::start(|_, _| Answer::status(200));
+    emit(&env, "on_scene_enter", json!({"before": true}));
+    add(&env, "on_scene_enter", &rx.url("/h"), Some("s"));
+    emit(&env, "on_scene_enter", json!({"i": 1}));
+    emit(&env, "on_choice_render", json!({"i": 2}));
+    emit(&env, "on_scene_enter", json!({"i": 3}));
+    let worker = Worker::start(&env);
+    let first = rx.wait_for(2);
+    let datas: Vec<Value> =
+        first.iter().map(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["data"].clone()).collect();
+    assert!(datas.iter().all(|d| d["before"].is_null()), "events before the registration are not sent: {datas:?}");
+    let plan = env.run(&["webhooks", "replay", "--since", "0", "--json"]).ok().json();
+    assert_eq!((plan["events"].as_u64(), plan["deliveries"].as_u64()), (Some(3), Some(3)));
+    let all = rx.wait_for(5);
+    std::thread::sleep(Duration::from_millis(200));
+    worker.stop();
+    assert_eq!(all.len(), 5, "a replay covers only what was asked");
+    let ids: Vec<&str> = all.iter().map(|r| r.header("webhook-id")).collect();
+    for id in &ids[..2] {
+        assert!(ids[2..].contains(id), "replayed message keeps its webhook-id: {ids:?}");
+    }
+    assert!(env.read("data/webhooks/deliveries.jsonl").contains(".replay-"));
+}
+
+#[test]
+fn registrations_are_validated_upserted_and_removed() {
+    let env = TestEnv::new();
+    let r = env.run(&["webhooks", "add", "--event", "on_nothing", "--url", "http://127.0.0.1:9/"]).code(2);
+    assert!(r.stderr.contains("unsupported event") && r.stderr.contains("hint:"), "{}", r.stderr);
+    let r = env.run(&["webhooks", "add", "--event", "*", "--url", "ftp://x/y"]).code(2);
+    assert!(r.stderr.contains("only http and https"), "{}", r.stderr);
+    let r = env.run(&["webhooks", "add", "--event", "*", "--url", "http://x/", "--secret", "whsec_!!"]).code(2);
+    assert!(r.stderr.contains("base64"), "{}", r.stderr);
+    let out = env.run(&["webhooks", "add", "--event", "on_asset_*", "--url", "http://127.0.0.1:9/a"]).ok();
+    assert!(out.stdout.contains("added") && out.stdout.contains("secret: whsec_"), "{}", out.stdout);
+    let again =
+        env.run(&["webhooks", "add", "--event", "on_asset_*", "--url", "http://127.0.0.1:9/a", "--secret", "x"]).ok();
+    assert!(again.stdout.contains("updated"), "{}", again.stdout);
+    let list = env.run(&["webhooks", "list", "--json"]).ok().json();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["secret"], "*");
+    env.run(&["webhooks", "remove", "--event", "on_asset_*", "--url", "http://127.0.0.1:9/a"]).ok();
+    let r = env.run(&["webhooks", "remove", "--event", "on_asset_*", "--url", "http://127.0.0.1:9/a"]).code(1);
+    assert!(r.stderr.contains("no webhook registered"), "{}", r.stderr);
+    assert_eq!(env.run(&["webhooks", "list", "--json"]).ok().json(), json!([]));
+}
+
+#[test]
+fn a_second_worker_waits_for_the_first_and_takes_over_when_it_dies() {
+    let env = env_with(&[50, 100], 10);
+    let rx = Server::start(|_, _| Answer::status(200));
+    add(&env, "*", &rx.url("/h"), Some("s"));
+    emit(&env, "on_scene_enter", json!({"i": 0}));
+    let first = Worker::start(&env);
+    rx.wait_for(1); // the first worker holds the lock
+    let second = Worker::start(&env);
+    for i in 1..4 {
+        emit(&env, "on_scene_enter", json!({"i": i}));
+    }
+    rx.wait_for(4);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rx.requests().len(), 4, "two workers never both deliver");
+    first.kill9();
+    emit(&env, "on_scene_enter", json!({"i": 4}));
+    rx.wait_for(5);
+    second.stop();
+    let ids: std::collections::HashSet<String> =
+        rx.requests().iter().map(|r| r.header("webhook-id").to_string()).collect();
+    assert_eq!(ids.len(), 5);
+}
+
+#[test]
+fn serve_runs_the_delivery_worker_for_events_from_any_process() {
+    let env = env_with(&[50, 100, 200], 10);
+    let receiver = Server::start(|_, _| Answer::status(200));
+    add(&env, "on_scene_enter", &receiver.url("/hook"), Some("s3cret"));
+    let _served = crate::http::Served::start_with(&env, &["--no-watch"], &[]);
+    // Emitted by a separate process while the server runs: the server's worker follows the history.
+    emit(&env, "on_scene_enter", json!({"scene_id": "from-cli"}));
+    let got = receiver.wait_for(1);
+    let body: Value = serde_json::from_slice(&got[0].body).unwrap();
+    assert_eq!(body["data"]["scene_id"], "from-cli");
+    assert!(comfy_ok("s3cret", &got[0]));
+}
