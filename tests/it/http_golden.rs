@@ -1,5 +1,6 @@
 //! Golden contract tests: one fixed scenario driven through the real server (consent, telemetry
-//! recording, hook emits and history, crashes, the diagnostics zip, error envelopes), each response
+//! recording, hook emits and history, crashes, the diagnostics zip, error envelopes, providers, webhook
+//! registration), each response
 //! normalised (timestamps, ids, paths, ports, versions → placeholders) and compared with the checked-in
 //! `tests/golden/<section>.json`. Existing scripts parse these answers with `jq`, so any change in a key,
 //! its order, a status code or a content type shows up here as a diff.
@@ -329,6 +330,16 @@ fn http_golden_scenario() {
     let env = TestEnv::new();
     env.write("config/comfyvn.json", r#"{"features": {"enable_observability": true, "enable_crash_uploader": true}}"#);
     env.write("config/telemetry/anonymizer.json", format!(r#"{{"schema": 1, "secret": "{FIXED_SECRET}"}}"#));
+    env.write(
+        "config/settings/providers.json",
+        r#"{"schema": 1, "providers": [
+            {"id": "local", "name": "Local ComfyUI", "kind": "comfyui", "base_url": "http://127.0.0.1:9",
+             "active": true, "config": {}},
+            {"id": "cloud", "name": "Cloud GPU", "kind": "runpod", "base_url": "https://api.example/v2",
+             "quota_url": "https://api.example/v2/credits", "active": false,
+             "config": {"api_key": "sk-live-123456", "region": "eu"}}
+        ]}"#,
+    );
     let srv = Served::start(&env);
     let mut s = Scenario::new(&env, &srv);
 
@@ -471,6 +482,47 @@ fn http_golden_scenario() {
         b"{}",
     );
     s.note("not JSON content type", json!({"status": r.status, "body": r.json()}));
+
+    s.section("providers");
+    s.call("provider registry, secrets masked", "GET", "/api/providers", None);
+    s.call("quota of a provider without quota_url", "GET", "/api/providers/quota?id=local", None);
+    s.call("quota of an unknown provider", "GET", "/api/providers/quota?id=nope", None);
+    s.call("quota without an id", "GET", "/api/providers/quota", None);
+    s.call("health of an unknown provider", "GET", "/api/providers/health?id=nope", None);
+
+    // Last: a registration made before other events would see deliveries (and failures) in between.
+    s.section("webhooks");
+    let hook = json!({"event": "on_asset_registered", "url": "http://127.0.0.1:9/hooks", "secret": "hunter2-secret"});
+    s.call("register a webhook", "POST", "/api/modder/hooks/webhooks", Some(hook.clone()));
+    s.call("register it again (upsert)", "POST", "/api/modder/hooks/webhooks", Some(hook.clone()));
+    s.call(
+        "a glob event, no secret",
+        "POST",
+        "/api/modder/hooks/webhooks",
+        Some(json!({"event": "on_asset_*", "url": "https://studio.example/hooks"})),
+    );
+    s.call(
+        "unsupported event",
+        "POST",
+        "/api/modder/hooks/webhooks",
+        Some(json!({"event": "on_nothing", "url": "http://127.0.0.1:9/h"})),
+    );
+    s.call("url required", "POST", "/api/modder/hooks/webhooks", Some(json!({"event": "on_asset_registered"})));
+    s.call(
+        "not an http url",
+        "POST",
+        "/api/modder/hooks/webhooks",
+        Some(json!({"event": "on_asset_registered", "url": "ftp://x/y"})),
+    );
+    s.call_with(
+        "catalogue lists the registrations masked",
+        "GET",
+        "/api/modder/hooks",
+        None,
+        |v| json!({"webhooks": v["webhooks"], "plugin_host": v["plugin_host"]}),
+    );
+    s.call("remove", "DELETE", "/api/modder/hooks/webhooks", Some(hook.clone()));
+    s.call("remove again", "DELETE", "/api/modder/hooks/webhooks", Some(hook));
 
     s.finish();
 }

@@ -260,3 +260,155 @@ fn crashes_are_listed_newest_first_and_fetched_by_id() {
     }
     srv.request("DELETE", "/api/crashes/aaaaaaa1", &[], b"").envelope(405, "http_405");
 }
+
+/// A one-shot HTTP receiver on a free loopback port: answers each request `200 {}` and hands over the
+/// request head and body.
+fn receiver() -> (String, std::sync::mpsc::Receiver<(String, Vec<u8>)>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            stream.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+            let mut r = BufReader::new(stream);
+            let mut head = String::new();
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                head.push_str(&line);
+            }
+            let len = head
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string()))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            let mut body = vec![0; len];
+            let _ = r.read_exact(&mut body);
+            let mut s = r.into_inner();
+            let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+            if tx.send((head, body)).is_err() {
+                return;
+            }
+        }
+    });
+    (url, rx)
+}
+
+#[test]
+fn a_webhook_registered_through_the_api_is_delivered_signed() {
+    let env = TestEnv::new();
+    let srv = Served::start(&env);
+    let (url, rx) = receiver();
+    let hook = json!({"event": "on_scene_enter", "url": format!("{url}/hook"), "secret": "s3cr3t"});
+    let r = post(&srv, "/api/modder/hooks/webhooks", hook.clone());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["webhook"]["secret"], "******");
+    // The file keeps the secret; listings never show it.
+    assert!(env.read("data/webhooks.json").contains("s3cr3t"));
+    assert!(!srv.get("/api/modder/hooks").text().contains("s3cr3t"));
+    post(&srv, "/api/modder/hooks/emit", json!({"event": "on_scene_enter", "payload": {"scene_id": "intro"}}));
+    let (head, body) = rx.recv_timeout(std::time::Duration::from_secs(15)).expect("a delivery");
+    assert!(head.starts_with("POST /hook "), "{head}");
+    let sent: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!((sent["event"].clone(), sent["data"]["scene_id"].clone()), (json!("on_scene_enter"), json!("intro")));
+    let sig = head
+        .lines()
+        .find_map(|l| l.strip_prefix("X-Comfy-Signature: ").or_else(|| l.strip_prefix("x-comfy-signature: ")))
+        .expect("signature header");
+    assert_eq!(sig.trim().len(), 64);
+    let r = srv.request(
+        "DELETE",
+        "/api/modder/hooks/webhooks",
+        &[("Content-Type", "application/json")],
+        hook.to_string().as_bytes(),
+    );
+    assert_eq!(r.json(), json!({"ok": true, "removed": true}));
+    assert!(!env.read("data/webhooks.json").contains("s3cr3t"));
+}
+
+#[test]
+fn webhook_registration_refuses_bad_bodies() {
+    let env = TestEnv::new();
+    let srv = Served::start(&env);
+    let ct = [("Content-Type", "application/json")];
+    srv.request("POST", "/api/modder/hooks/webhooks", &ct, b"{\"event\": ").envelope(400, "http_400");
+    srv.request("POST", "/api/modder/hooks/webhooks", &[], b"").envelope(422, "validation_error");
+    post(&srv, "/api/modder/hooks/webhooks", json!(["x"])).envelope(422, "validation_error");
+    let v = post(&srv, "/api/modder/hooks/webhooks", json!({"event": "on_nothing", "url": "http://x/"}))
+        .envelope(400, "http_400");
+    assert_eq!(v["message"], "unsupported event");
+    let v = post(&srv, "/api/modder/hooks/webhooks", json!({"event": "on_scene_enter", "url": "  "}))
+        .envelope(400, "http_400");
+    assert_eq!(v["message"], "webhook url required");
+    post(&srv, "/api/modder/hooks/webhooks", json!({"event": 5, "url": "http://x/"})).envelope(400, "http_400");
+    post(&srv, "/api/modder/hooks/webhooks", json!({"event": "on_scene_enter", "url": "file:///etc/passwd"}))
+        .envelope(400, "http_400");
+    let v = srv
+        .request("DELETE", "/api/modder/hooks/webhooks", &ct, br#"{"event": "on_scene_enter"}"#)
+        .envelope(400, "http_400");
+    assert_eq!(v["message"], "webhook url required");
+    assert!(!env.path("data/webhooks.json").exists());
+}
+
+#[test]
+fn providers_list_masked_probe_and_quota() {
+    let env = TestEnv::new();
+    let (up, rx) = receiver();
+    // A port that was free a moment ago: nothing listens there.
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    env.write(
+        "config/settings/providers.json",
+        json!({"schema": 1, "providers": [
+            {"id": "up", "name": "Up", "kind": "comfyui", "base_url": up, "health_url": format!("{up}/system_stats"),
+             "quota_url": format!("{up}/quota"), "config": {"api_token": "tok-123"}},
+            {"id": "down", "name": "Down", "kind": "comfyui", "base_url": down}
+        ]})
+        .to_string(),
+    );
+    let srv = Served::start(&env);
+    let list = srv.get("/api/providers").json();
+    assert_eq!(list["providers"][0]["config"]["api_token"], "*******");
+    assert!(!srv.get("/api/providers").text().contains("tok-123"));
+
+    let all = srv.get("/api/providers/health").json();
+    assert_eq!(all["ok"], true, "{all}");
+    let results = all["results"].as_array().unwrap();
+    let by_id = |id: &str| results.iter().find(|r| r["provider_id"] == id).unwrap().clone();
+    assert_eq!((by_id("up")["ok"].clone(), by_id("up")["status_code"].clone()), (json!(true), json!(200)));
+    assert_eq!((by_id("down")["ok"].clone(), by_id("down")["status"].clone()), (json!(false), json!("down")));
+    let (head, _) = rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap();
+    assert!(head.starts_with("GET /system_stats "), "{head}");
+
+    let one = srv.get("/api/providers/health?id=down").json();
+    assert_eq!((one["ok"].clone(), one["status"]["provider_id"].clone()), (json!(false), json!("down")));
+    srv.get("/api/providers/health?id=nope").envelope(404, "http_404");
+    let q = srv.get("/api/providers/quota?id=up").json();
+    assert_eq!((q["ok"].clone(), q["quota"].clone(), q["provider_id"].clone()), (json!(true), json!({}), json!("up")));
+    let q = srv.get("/api/providers/quota?id=down").json();
+    assert_eq!(q, json!({"ok": false, "error": "quota inspection not supported", "provider_id": "down"}));
+    srv.get("/api/providers/quota").envelope(422, "validation_error");
+    srv.get("/api/providers/quota?id=nope").envelope(404, "http_404");
+}
+
+#[test]
+fn with_a_token_webhook_registration_needs_the_bearer() {
+    let env = TestEnv::new();
+    let srv = Served::start_with(&env, &[], &[("COMFYVN_API_TOKEN", "tok")]);
+    let hook = json!({"event": "on_scene_enter", "url": "http://127.0.0.1:9/h"});
+    srv.post_json("/api/modder/hooks/webhooks", &hook, &[]).envelope(401, "http_401");
+    let ct = ("Content-Type", "application/json");
+    srv.request("DELETE", "/api/modder/hooks/webhooks", &[ct], hook.to_string().as_bytes()).envelope(401, "http_401");
+    assert!(!env.path("data/webhooks.json").exists());
+    let ok = srv.post_json("/api/modder/hooks/webhooks", &hook, &[("Authorization", "Bearer tok")]);
+    assert_eq!(ok.status, 200, "{}", ok.text());
+    for path in ["/api/providers", "/api/modder/hooks"] {
+        assert_eq!(srv.get(path).status, 200, "{path}");
+    }
+}
