@@ -109,11 +109,17 @@ pub struct HookSettings {
     pub events: Vec<Value>,
 }
 
+/// `obs.watch`: the file watcher (docs/watch.md).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WatchSettings {
+    /// Folders to watch, relative to the assets root; empty = the whole assets root.
     pub roots: Vec<PathBuf>,
+    /// A file whose writer never reports a close is ready once its size and mtime were stable this long.
     pub settle_ms: u64,
+    /// Poll every this many milliseconds in polling mode.
     pub poll_interval_ms: u64,
+    /// Always poll instead of using native events (network mounts, which send no events).
+    pub poll: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

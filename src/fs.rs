@@ -4,6 +4,8 @@
 //! Invariants: a JSON document is written to a temp file in the same directory, fsynced, renamed over
 //! the target and the directory fsynced, so a reader (or a crash) sees the old or the new file, never a
 //! torn one. A JSONL line is written with a single `write` call on a file opened with `O_APPEND`.
+//! Batches ([`stage`], [`sync_filesystem`], [`Staged::commit`]) keep the same guarantee with one
+//! durability barrier for many files.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -149,6 +151,165 @@ pub fn quarantine(path: &Path) -> Result<PathBuf> {
     Ok(target)
 }
 
+/// A file written beside its target but not yet renamed over it (see [`stage`]).
+#[derive(Debug)]
+pub struct Staged {
+    tmp: PathBuf,
+    target: PathBuf,
+}
+
+/// First half of a batched atomic write: write `bytes` to a temp file beside `path` without fsync.
+///
+/// Batches of thousands of small files (the audit's `--fix`) cannot afford one fsync each (~4 ms on a
+/// virtual disk): the caller stages every file, calls [`sync_filesystem`] once, then [`Staged::commit`]s
+/// each and finally [`sync_dir`]s the parents. After a crash the target holds the old or the new
+/// content, as with [`write_atomic`]; only leftover hidden temp files may remain.
+pub fn stage(path: &Path, bytes: &[u8]) -> Result<Staged> {
+    let tmp = temp_path(path);
+    let create = || OpenOptions::new().write(true).create_new(true).open(&tmp);
+    // The folder usually exists (a sidecar sits beside its asset): create it only when missing.
+    let file = match create() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            ensure_parent(path)?;
+            create()
+        }
+        other => other,
+    };
+    let result = file.and_then(|mut f| f.write_all(bytes));
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e).with_context(|| format!("cannot write {}", path.display()));
+    }
+    Ok(Staged { tmp, target: path.to_path_buf() })
+}
+
+impl Staged {
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Rename the temp file over the target. Call only after [`sync_filesystem`].
+    pub fn commit(self) -> Result<()> {
+        std::fs::rename(&self.tmp, &self.target).map_err(|e| {
+            let _ = std::fs::remove_file(&self.tmp);
+            anyhow::Error::new(e).context(format!("cannot write {}", self.target.display()))
+        })
+    }
+
+    /// Like [`Staged::commit`], but never replaces an existing target: `Ok(false)` (and the temp
+    /// file is removed) when the target appeared in the meantime. Uses `renameat2(RENAME_NOREPLACE)`,
+    /// falling back to a check-then-rename on filesystems without it.
+    pub fn commit_new(self) -> Result<bool> {
+        use rustix::fs::{renameat_with, RenameFlags, CWD};
+        match renameat_with(CWD, &self.tmp, CWD, &self.target, RenameFlags::NOREPLACE) {
+            Ok(()) => Ok(true),
+            Err(rustix::io::Errno::EXIST) => {
+                self.abort();
+                Ok(false)
+            }
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS | rustix::io::Errno::NOTSUP) => {
+                if self.target.symlink_metadata().is_ok() {
+                    self.abort();
+                    return Ok(false);
+                }
+                self.commit().map(|()| true)
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&self.tmp);
+                Err(io::Error::from(e)).with_context(|| format!("cannot write {}", self.target.display()))
+            }
+        }
+    }
+
+    /// Drop the temp file without touching the target.
+    pub fn abort(self) {
+        let _ = std::fs::remove_file(&self.tmp);
+    }
+}
+
+/// Flush every dirty file of the filesystem holding `path` to disk (one `syncfs`). Falls back to an
+/// fsync of each file in `files` where `syncfs` is unavailable.
+pub fn sync_filesystem(path: &Path, files: &[&Path]) -> Result<()> {
+    let dir = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    if rustix::fs::syncfs(&dir).is_ok() {
+        return Ok(());
+    }
+    for f in files {
+        File::open(f).and_then(|f| f.sync_all()).with_context(|| format!("cannot sync {}", f.display()))?;
+    }
+    Ok(())
+}
+
+/// Make renames inside `dir` durable (some filesystems refuse a directory fsync, which is harmless).
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Copy `src` to `dst` atomically (temp file beside `dst`, fsync, rename) without holding the whole
+/// file in memory; returns the number of bytes copied. The bytes are copied as they are.
+pub fn copy_atomic(src: &Path, dst: &Path) -> Result<u64> {
+    ensure_parent(dst)?;
+    let tmp = temp_path(dst);
+    let result = (|| -> io::Result<u64> {
+        let mut from = File::open(src)?;
+        let mut to = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let n = io::copy(&mut from, &mut to)?;
+        to.sync_all()?;
+        drop(to);
+        std::fs::rename(&tmp, dst)?;
+        if let Some(dir) = dst.parent() {
+            sync_dir(dir);
+        }
+        Ok(n)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::Error::new(e).context(format!("cannot copy {} to {}", src.display(), dst.display()))
+    })
+}
+
+/// Move `src` to `dst` (creating `dst`'s parent), across filesystems by an atomic copy and a removal.
+/// Refuses to replace an existing `dst`.
+pub fn move_file(src: &Path, dst: &Path) -> Result<()> {
+    ensure_parent(dst)?;
+    if dst.symlink_metadata().is_ok() {
+        anyhow::bail!("cannot move {} to {}: the target exists", src.display(), dst.display());
+    }
+    match std::fs::rename(src, dst) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+            copy_atomic(src, dst)?;
+            std::fs::remove_file(src).with_context(|| format!("cannot remove {}", src.display()))
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot move {} to {}", src.display(), dst.display())),
+    }
+}
+
+/// An open folder, for reading many files in it without a path walk from `/` for each one (the
+/// audit opens 40,000 files; the walk was a visible share of its time).
+#[derive(Debug)]
+pub struct Dir {
+    fd: std::os::fd::OwnedFd,
+}
+
+impl Dir {
+    pub fn open(path: &Path) -> io::Result<Dir> {
+        use rustix::fs::{open, Mode, OFlags};
+        let fd = open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(Dir { fd })
+    }
+
+    /// Open `name` (a plain file name in this folder) for reading. A symbolic link is refused
+    /// (`O_NOFOLLOW`), so a file swapped for a link after it was listed is not followed.
+    pub fn open_file(&self, name: &str) -> io::Result<File> {
+        use rustix::fs::{openat, Mode, OFlags};
+        let fd = openat(&self.fd, name, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(File::from(fd))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,5 +354,53 @@ mod tests {
         assert!(!p.exists());
         assert_eq!(std::fs::read_to_string(&moved).unwrap(), "garbage");
         assert!(moved.file_name().unwrap().to_string_lossy().starts_with("usage.json.corrupt-"));
+    }
+
+    #[test]
+    fn staged_writes_commit_after_one_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let targets: Vec<PathBuf> = (0..3).map(|i| dir.path().join(format!("d/f{i}.json"))).collect();
+        let staged: Vec<Staged> = targets.iter().map(|t| stage(t, b"{}\n").unwrap()).collect();
+        assert!(targets.iter().all(|t| !t.exists()));
+        let refs: Vec<&Path> = targets.iter().map(PathBuf::as_path).collect();
+        sync_filesystem(dir.path(), &refs).unwrap();
+        for s in staged {
+            s.commit().unwrap();
+        }
+        sync_dir(&dir.path().join("d"));
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("d")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names.len(), 3, "no temp files left: {names:?}");
+        let aborted = stage(&targets[0], b"x").unwrap();
+        aborted.abort();
+        assert_eq!(std::fs::read(&targets[0]).unwrap(), b"{}\n");
+        // commit_new never replaces.
+        assert!(!stage(&targets[0], b"new").unwrap().commit_new().unwrap());
+        assert_eq!(std::fs::read(&targets[0]).unwrap(), b"{}\n");
+        assert!(stage(&dir.path().join("d/fresh.json"), b"1").unwrap().commit_new().unwrap());
+        let count = std::fs::read_dir(dir.path().join("d")).unwrap().count();
+        assert_eq!(count, 4, "no temp files left");
+    }
+
+    #[test]
+    fn dir_opens_files_by_name_and_refuses_links() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.txt"), b"hello").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("a.txt"), dir.path().join("link.txt")).unwrap();
+        let d = Dir::open(dir.path()).unwrap();
+        let mut s = String::new();
+        d.open_file("a.txt").unwrap().read_to_string(&mut s).unwrap();
+        assert_eq!(s, "hello");
+        assert!(d.open_file("link.txt").is_err());
+        assert_eq!(d.open_file("missing").unwrap_err().kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn copy_atomic_copies_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("a.bin");
+        std::fs::write(&src, [0u8, 1, 2, 255]).unwrap();
+        let n = copy_atomic(&src, &dir.path().join("x/b.bin")).unwrap();
+        assert_eq!(n, 4);
+        assert_eq!(std::fs::read(dir.path().join("x/b.bin")).unwrap(), [0u8, 1, 2, 255]);
     }
 }

@@ -3,6 +3,7 @@
 //! Files are the source of truth: everything lives as JSON/JSONL under the runtime root
 //! ([`paths::Paths`]). See `ARCHITECTURE.md` for the codemap and the invariants.
 
+pub mod audit;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -18,6 +19,8 @@ pub mod outbound;
 pub mod output;
 pub mod paths;
 pub mod providers;
+pub mod registry;
 pub mod signals;
 pub mod telemetry;
 pub mod time;
+pub mod watch;

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+pub mod assets;
+pub mod audit;
 pub mod config;
 pub mod crash;
 pub mod doctor;
@@ -13,6 +15,7 @@ pub mod providers;
 pub mod run;
 pub mod serve;
 pub mod telemetry;
+pub mod watch;
 pub mod webhooks;
 
 /// Observability and debugging for the ComfyVN studio pipeline: crash dumps, telemetry, structured
@@ -83,6 +86,15 @@ pub enum Command {
     /// The compute/API provider registry: list, health, quota.
     #[command(subcommand)]
     Providers(providers::ProvidersCommand),
+    /// The asset registry: list, show, register, tag, untag, set-license, remove.
+    #[command(subcommand)]
+    Assets(assets::AssetsCommand),
+    /// Audit the assets tree for CI: sidecars, hashes, licenses, duplicates.
+    Audit(audit::AuditArgs),
+    /// Re-read the registry from disk and report; --enforce-sidecars writes missing sidecars.
+    Rebuild(audit::RebuildArgs),
+    /// Watch asset folders: dropped, edited, renamed, deleted files become sidecars and hook events.
+    Watch(watch::WatchArgs),
 }
 
 /// Parse `KEY=VALUE` pairs (used by `--context`).

@@ -9,15 +9,19 @@ use crate::exit_code::{ExitCode, Hinted};
 use crate::output::BrokenPipe;
 use crate::paths::{PathOverrides, Paths};
 
+pub mod assets;
+pub mod audit;
 pub mod config;
 pub mod crash;
 pub mod diagnostics;
 pub mod doctor;
 pub mod hooks;
 pub mod providers;
+pub mod rebuild;
 pub mod run;
 pub mod serve;
 pub mod telemetry;
+pub mod watch;
 pub mod webhooks;
 
 /// What every command gets: the resolved paths and configuration.
@@ -89,5 +93,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(args) => serve::run(&ctx, args),
         Command::Webhooks(cmd) => webhooks::run(&ctx, cmd),
         Command::Providers(cmd) => providers::run(&ctx, cmd),
+        Command::Assets(cmd) => assets::run(&ctx, cmd),
+        Command::Audit(args) => audit::run(&ctx, args),
+        Command::Rebuild(args) => rebuild::run(&ctx, args),
+        Command::Watch(args) => watch::run(&ctx, args),
     }
 }

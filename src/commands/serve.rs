@@ -66,11 +66,15 @@ fn parse_bind(s: &str) -> Result<SocketAddr> {
 struct Services {
     stop: Arc<AtomicBool>,
     threads: Vec<(&'static str, JoinHandle<()>)>,
+    watcher: Option<crate::watch::Watcher>,
 }
 
 impl Services {
     fn start(ctx: &Ctx, watch: bool) -> Result<Services> {
-        let mut services = Services { stop: Arc::new(AtomicBool::new(false)), threads: Vec::new() };
+        let mut services = Services { stop: Arc::new(AtomicBool::new(false)), threads: Vec::new(), watcher: None };
+        if watch {
+            services.watcher = Some(start_watcher(ctx, Arc::clone(&services.stop))?);
+        }
         let worker =
             crate::hooks::delivery::spawn_worker(ctx.paths.clone(), ctx.config.clone(), Arc::clone(&services.stop))?;
         services.threads.push(("webhooks", worker));
@@ -87,12 +91,34 @@ impl Services {
 
     fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
+        if let Some(w) = self.watcher {
+            match w.join() {
+                Ok(summary) => tracing::info!(actions = summary.actions, events = summary.events, "watcher stopped"),
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "watcher failed"),
+            }
+        }
         for (name, handle) in self.threads {
             if handle.join().is_err() {
                 tracing::error!(service = name, "background service panicked");
             }
         }
     }
+}
+
+/// The same watcher engine as `comfyvn-obs watch`, on the configured roots.
+fn start_watcher(ctx: &Ctx, stop: Arc<AtomicBool>) -> Result<crate::watch::Watcher> {
+    crate::fs::ensure_dir(&ctx.paths.assets_root)?;
+    let options = crate::watch::Options::resolve(&ctx.paths, &ctx.config, &[], None, false)?;
+    let sink = crate::watch::RegistrySink::open(&ctx.paths, &ctx.config)?;
+    let bus = crate::hooks::Bus::open(&ctx.paths, &ctx.config)?;
+    let watcher = crate::watch::spawn(options, sink, bus, stop)?;
+    if let Some(fb) = watcher.fallback() {
+        eprintln!("error: {}", fb.message);
+        eprintln!("hint: {}", fb.hint);
+    }
+    let roots: Vec<String> = watcher.roots().iter().map(|r| r.display().to_string()).collect();
+    eprintln!("watching {} ({} mode)", roots.join(", "), watcher.mode().as_str());
+    Ok(watcher)
 }
 
 #[cfg(test)]

@@ -25,9 +25,22 @@ impl Served {
         Served::start_with(env, &[], &[])
     }
 
-    /// Start with extra `serve` arguments and environment variables.
+    /// Start with extra `serve` arguments and environment variables, without the file watcher (its
+    /// start-up events would shift the history these tests look at).
     pub fn start_with(env: &TestEnv, args: &[&str], vars: &[(&str, &str)]) -> Served {
+        Served::spawn(env, args, vars, false)
+    }
+
+    /// Start with the file watcher running, as `serve` does by default.
+    pub fn start_watching(env: &TestEnv) -> Served {
+        Served::spawn(env, &[], &[], true)
+    }
+
+    fn spawn(env: &TestEnv, args: &[&str], vars: &[(&str, &str)], watch: bool) -> Served {
         let mut cmd = env.command(&["serve", "--bind", "127.0.0.1:0"]);
+        if !watch && !args.contains(&"--no-watch") {
+            cmd.arg("--no-watch");
+        }
         cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
         for (k, v) in vars {
             cmd.env(k, v);
@@ -441,4 +454,22 @@ fn port_zero_prints_the_real_port_and_a_taken_port_is_a_clear_error() {
     let taken = format!("127.0.0.1:{}", srv.port());
     let r = env.run(&["serve", "--bind", &taken]).code(2);
     assert!(r.stderr.contains("cannot listen on") && r.stderr.contains("hint:"), "{}", r.stderr);
+}
+
+#[test]
+fn serve_runs_the_file_watcher_by_default() {
+    let env = TestEnv::new();
+    std::fs::create_dir_all(env.path("assets/bg")).unwrap();
+    let srv = Served::start_watching(&env);
+    env.write("assets/bg/dropped.png", b"pixels");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let history = std::fs::read_to_string(env.path("logs/hooks/history.jsonl")).unwrap_or_default();
+        if history.contains("\"on_asset_registered\"") && env.path("assets/bg/dropped.png.asset.json").exists() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the watcher inside serve did not register the file:\n{history}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(srv.get("/health").status, 200);
 }

@@ -2,6 +2,8 @@
 
 mod support;
 
+mod assets;
+mod audit;
 mod config;
 mod crash;
 mod doctor;
@@ -17,4 +19,5 @@ mod plugins;
 mod providers;
 mod telemetry;
 mod tidy;
+mod watch;
 mod webhooks;

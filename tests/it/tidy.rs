@@ -69,7 +69,8 @@ fn whole_file_writes_go_through_fs() {
     let mut bad = Vec::new();
     for (path, text) in sources() {
         let p = path.to_string_lossy().replace('\\', "/");
-        if p == "src/fs.rs" {
+        // fs.rs is the writer; unit-test files (`tests.rs`) write their fixtures directly.
+        if p == "src/fs.rs" || p.ends_with("/tests.rs") {
             continue;
         }
         for (n, line) in code_lines(&text) {

@@ -1,0 +1,380 @@
+//! The stat cache `cache/audit-state.json`: what the last audits learned about each file, so a
+//! re-audit of an unchanged tree only `stat`s (DESIGN §7).
+//!
+//! Per asset it keeps the file's (size, mtime ns, inode, ctime ns) with its hash, and the same for
+//! the sidecar with the facts the rules need. A cached value is used only when all four stat values
+//! are equal (the ctime also catches edits that restore the old mtime). Entries whose mtime or ctime
+//! is within 2 s of the start of the audit that observed them are never stored ("racy": a second write in the same timestamp tick could leave size and mtime
+//! unchanged, and some filesystems have 2 s granularity), so they are re-read next time.
+//!
+//! Safe to delete; a corrupt or foreign file is ignored with a debug note. Written with
+//! `fs::write_atomic_nosync` (a rebuildable cache needs no fsync) and only when something changed.
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde::{Deserialize, Serialize};
+
+use super::{AssetState, Facts, FileState, Scan, SidecarState};
+use crate::registry::{sidecar, FileStat, RelPath};
+
+pub const SCHEMA: u32 = 1;
+
+/// How close to the observing audit's start an mtime or ctime may be before the entry is not stored.
+pub const RACY_NS: i64 = 2_000_000_000;
+
+/// (size, mtime ns, inode, ctime ns): compact on disk.
+type Key = (u64, i64, u64, i64);
+
+fn key(s: &FileStat) -> Key {
+    (s.size, s.mtime_ns, s.ino, s.ctime_ns)
+}
+
+/// One asset, stored as a JSON array: `[rel, file part | null, sidecar part | null]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Row(String, Option<FilePart>, Option<SidecarPart>);
+
+/// `[size, mtime, ino, ctime, hash]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct FilePart(u64, i64, u64, i64, String);
+
+/// `[size, mtime, ino, ctime, facts]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct SidecarPart(u64, i64, u64, i64, Compact);
+
+/// [`Facts`] without what can be derived: `null` for a uid equal to the hash's first 16 hex, a type
+/// equal to the derived one, a recorded path equal to the asset's, a hash equal to the file's.
+/// Flags: 1 = has tags, 2 = provenance source, 4 = bytes present.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Compact(
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    u64,
+    Option<String>,
+    u8,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")] Vec<String>,
+);
+
+impl Compact {
+    fn of(f: &Facts, rel: &RelPath, file_hash: Option<&str>) -> Compact {
+        let hash = (file_hash != Some(f.hash.as_str())).then(|| f.hash.clone());
+        let uid = (f.hash.is_empty() || f.hash.get(..16) != Some(f.uid.as_str())).then(|| f.uid.clone());
+        let derived = sidecar::derive_type(rel);
+        Compact(
+            uid,
+            (f.asset_type != derived).then(|| f.asset_type.clone()),
+            (f.recorded_path != rel.as_str()).then(|| f.recorded_path.clone()),
+            hash,
+            f.bytes.unwrap_or(0),
+            f.license.clone(),
+            u8::from(f.has_tags) | (u8::from(f.provenance_source) << 1) | (u8::from(f.bytes.is_some()) << 2),
+            f.fixable.clone(),
+        )
+    }
+
+    fn facts(&self, rel: &str, file_hash: Option<&str>) -> Option<Facts> {
+        let hash = match (&self.3, file_hash) {
+            (Some(h), _) => h.clone(),
+            (None, Some(h)) => h.to_string(),
+            (None, None) => return None,
+        };
+        let uid = match &self.0 {
+            Some(u) => u.clone(),
+            None => hash.get(..16)?.to_string(),
+        };
+        let asset_type = match &self.1 {
+            Some(t) => t.clone(),
+            None => sidecar::derive_type(&RelPath::parse(rel).ok()?),
+        };
+        Some(Facts {
+            uid,
+            asset_type,
+            recorded_path: self.2.clone().unwrap_or_else(|| rel.to_string()),
+            hash,
+            bytes: (self.6 & 4 != 0).then_some(self.4),
+            license: self.5.clone(),
+            has_tags: self.6 & 1 != 0,
+            provenance_source: self.6 & 2 != 0,
+            fixable: self.7.clone(),
+        })
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct Doc {
+    schema: u32,
+    written_at: String,
+    /// Sorted by path.
+    rows: Vec<Row>,
+}
+
+/// The loaded cache, sorted by path. Lookups answer only for identical stats.
+#[derive(Debug, Default)]
+pub struct StatCache {
+    rows: Vec<Row>,
+    /// True when loaded from a valid file (otherwise the first audit always writes one).
+    loaded: bool,
+}
+
+impl StatCache {
+    /// Load `path`; missing, corrupt or foreign files give an empty cache.
+    pub fn load(path: &Path) -> StatCache {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::debug!(path = %path.display(), error = %e, "audit cache unreadable; starting empty");
+                }
+                return StatCache::default();
+            }
+        };
+        match serde_json::from_slice::<Doc>(&bytes) {
+            Ok(doc) if doc.schema == SCHEMA => {
+                let mut rows = doc.rows;
+                if !rows.is_sorted_by(|a, b| a.0 < b.0) {
+                    rows.sort_by(|a, b| a.0.cmp(&b.0));
+                    rows.dedup_by(|a, b| a.0 == b.0);
+                }
+                StatCache { rows, loaded: true }
+            }
+            Ok(doc) => {
+                tracing::debug!(path = %path.display(), schema = doc.schema, "audit cache has another schema; ignored");
+                StatCache::default()
+            }
+            Err(e) => {
+                tracing::debug!(path = %path.display(), error = %e, "audit cache is corrupt; ignored");
+                StatCache::default()
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    fn row(&self, rel: &str) -> Option<&Row> {
+        self.rows.binary_search_by(|r| r.0.as_str().cmp(rel)).ok().map(|i| &self.rows[i])
+    }
+
+    /// The cached hash of the asset at `rel` if its stat is unchanged.
+    pub fn file(&self, rel: &str, stat: &FileStat) -> Option<&str> {
+        let f = self.row(rel)?.1.as_ref()?;
+        ((f.0, f.1, f.2, f.3) == key(stat)).then_some(f.4.as_str())
+    }
+
+    /// The cached facts of the sidecar of `rel` if its stat is unchanged.
+    pub fn sidecar(&self, rel: &str, stat: &FileStat) -> Option<Facts> {
+        let row = self.row(rel)?;
+        let s = row.2.as_ref()?;
+        if (s.0, s.1, s.2, s.3) != key(stat) {
+            return None;
+        }
+        s.4.facts(rel, row.1.as_ref().map(|f| f.4.as_str()))
+    }
+
+    /// The uids recorded for assets outside `scope` (a scoped `--fix` must not reuse them).
+    pub fn uids_outside(&self, scope: Option<&RelPath>) -> Vec<String> {
+        self.rows
+            .iter()
+            .filter(|r| !in_scope(&r.0, scope))
+            .filter_map(|r| r.2.as_ref().and_then(|s| s.4.facts(&r.0, r.1.as_ref().map(|f| f.4.as_str()))))
+            .map(|f| f.uid)
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
+    /// Record what `scan` observed (rows of its scope are replaced, vanished ones dropped). Returns
+    /// true when the cache changed and should be saved. Only settled values are stored: a stat whose
+    /// mtime or ctime is within [`RACY_NS`] of the scan's start is not trusted next time.
+    pub fn update(&mut self, scan: &Scan) -> bool {
+        let limit = scan.started_at_ns - RACY_NS;
+        let in_scope_rows = self.rows.iter().filter(|r| in_scope(&r.0, scan.scope.as_ref())).count();
+        let mut expected = 0;
+        let mut same = self.loaded;
+        for a in &scan.assets {
+            let (file, side) = parts(a, limit);
+            if file.is_none() && side.is_none() {
+                continue;
+            }
+            expected += 1;
+            if same {
+                same = self.row(a.rel.as_str()).is_some_and(|r| row_matches(r, a, file, side));
+            }
+        }
+        self.loaded = true;
+        if same && expected == in_scope_rows {
+            return false;
+        }
+        let mut rows: Vec<Row> =
+            std::mem::take(&mut self.rows).into_iter().filter(|r| !in_scope(&r.0, scan.scope.as_ref())).collect();
+        for a in &scan.assets {
+            let (file, side) = parts(a, limit);
+            if file.is_none() && side.is_none() {
+                continue;
+            }
+            let file_hash = file.map(|(_, h)| h);
+            let file_part = file.map(|(s, h)| FilePart(s.size, s.mtime_ns, s.ino, s.ctime_ns, h.to_string()));
+            let side_part = side
+                .map(|(s, f)| SidecarPart(s.size, s.mtime_ns, s.ino, s.ctime_ns, Compact::of(f, &a.rel, file_hash)));
+            rows.push(Row(a.rel.to_string(), file_part, side_part));
+        }
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        self.rows = rows;
+        true
+    }
+
+    /// Write the cache (atomic, no fsync).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        #[derive(Serialize)]
+        struct DocRef<'a> {
+            schema: u32,
+            written_at: String,
+            rows: &'a [Row],
+        }
+        let doc = DocRef { schema: SCHEMA, written_at: crate::time::iso_now(), rows: &self.rows };
+        let bytes = serde_json::to_vec(&doc)?;
+        crate::fs::write_atomic_nosync(path, &bytes)
+    }
+}
+
+type FileView<'a> = Option<(&'a FileStat, &'a str)>;
+type SidecarView<'a> = Option<(&'a FileStat, &'a Facts)>;
+
+/// The settled parts of what the scan saw for one asset.
+fn parts(a: &AssetState, limit: i64) -> (FileView<'_>, SidecarView<'_>) {
+    let file = match &a.file {
+        FileState::Hashed { hash, .. } if a.stat.changed_ns() < limit => Some((&a.stat, hash.as_str())),
+        _ => None,
+    };
+    let side = match (&a.sidecar, &a.sidecar_stat) {
+        (SidecarState::Valid(f), Some(s)) if s.changed_ns() < limit => Some((s, f)),
+        _ => None,
+    };
+    (file, side)
+}
+
+fn row_matches(r: &Row, a: &AssetState, file: FileView, side: SidecarView) -> bool {
+    let file_ok = match (&r.1, file) {
+        (None, None) => true,
+        (Some(f), Some((s, h))) => (f.0, f.1, f.2, f.3) == key(s) && f.4 == h,
+        _ => false,
+    };
+    let side_ok = match (&r.2, side) {
+        (None, None) => true,
+        (Some(p), Some((s, facts))) => {
+            (p.0, p.1, p.2, p.3) == key(s) && p.4 == Compact::of(facts, &a.rel, file.map(|(_, h)| h))
+        }
+        _ => false,
+    };
+    file_ok && side_ok
+}
+
+fn in_scope(rel: &str, scope: Option<&RelPath>) -> bool {
+    match scope {
+        None => true,
+        Some(s) => rel == s.as_str() || rel.strip_prefix(s.as_str()).is_some_and(|r| r.starts_with('/')),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::AssetState;
+
+    fn facts() -> Facts {
+        Facts {
+            uid: "u".into(),
+            asset_type: "image".into(),
+            recorded_path: "a.png".into(),
+            hash: "h".into(),
+            bytes: Some(1),
+            license: None,
+            has_tags: false,
+            provenance_source: false,
+            fixable: vec![],
+        }
+    }
+
+    fn scan(mtime_ns: i64, started_at_ns: i64) -> Scan {
+        let stat = FileStat { size: 1, mtime_ns, ino: 7, ctime_ns: mtime_ns };
+        Scan {
+            assets: vec![AssetState {
+                rel: RelPath::parse("a.png").unwrap(),
+                stat,
+                file: FileState::Hashed { hash: "h".into(), bytes: 1 },
+                file_cached: false,
+                sidecar: SidecarState::Valid(facts()),
+                sidecar_stat: Some(stat),
+                sidecar_cached: false,
+            }],
+            started_at_ns,
+            ..Scan::default()
+        }
+    }
+
+    #[test]
+    fn settled_entries_round_trip_and_racy_ones_are_not_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit-state.json");
+        let mut c = StatCache::load(&path);
+        assert!(c.update(&scan(1_000, 10_000_000_000)));
+        c.save(&path).unwrap();
+        let c = StatCache::load(&path);
+        let stat = FileStat { size: 1, mtime_ns: 1_000, ino: 7, ctime_ns: 1_000 };
+        assert_eq!(c.file("a.png", &stat), Some("h"));
+        assert_eq!(c.sidecar("a.png", &stat), Some(facts()));
+        assert_eq!(c.file("a.png", &FileStat { ino: 8, ..stat }), None);
+        let mut c = c;
+        assert!(!c.update(&scan(1_000, 10_000_000_000)), "nothing changed");
+        let mut racy = StatCache::default();
+        racy.update(&scan(9_000_000_000, 10_000_000_000));
+        assert!(racy.is_empty());
+    }
+
+    #[test]
+    fn derivable_facts_are_elided_and_restored() {
+        let hash = "ab".repeat(32);
+        let rel = RelPath::parse("characters/hero.png").unwrap();
+        let f = Facts {
+            uid: hash[..16].to_string(),
+            asset_type: "characters".into(),
+            recorded_path: rel.to_string(),
+            hash: hash.clone(),
+            bytes: Some(9),
+            license: Some("MIT".into()),
+            has_tags: true,
+            provenance_source: false,
+            fixable: vec![],
+        };
+        let c = Compact::of(&f, &rel, Some(&hash));
+        assert_eq!(serde_json::to_string(&c).unwrap(), r#"[null,null,null,null,9,"MIT",5]"#);
+        assert_eq!(c.facts(rel.as_str(), Some(&hash)), Some(f.clone()));
+        // Without the file's hash the sidecar's own is kept.
+        let alone = Compact::of(&f, &rel, None);
+        assert_eq!(alone.facts(rel.as_str(), None), Some(f));
+    }
+
+    #[test]
+    fn corrupt_cache_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit-state.json");
+        std::fs::write(&path, b"{not json").unwrap();
+        assert!(StatCache::load(&path).is_empty());
+        std::fs::write(&path, br#"{"schema": 99, "written_at": "", "rows": []}"#).unwrap();
+        assert!(!StatCache::load(&path).loaded);
+    }
+
+    #[test]
+    fn scope_keeps_entries_outside() {
+        let s = RelPath::parse("bg").unwrap();
+        assert!(in_scope("bg/a.png", Some(&s)));
+        assert!(!in_scope("bgx/a.png", Some(&s)));
+        assert!(in_scope("anything", None));
+    }
+}

@@ -1,0 +1,42 @@
+//! `--format github`: GitHub Actions workflow commands, one annotation per finding
+//! (`::error file=assets/x.png,line=1,title=missing-sidecar::no sidecar x.png.asset.json`), then
+//! the verdict as a plain log line.
+
+use crate::audit::Report;
+
+pub fn render(r: &Report) -> String {
+    let mut out = String::new();
+    for f in &r.findings {
+        out.push_str(&format!(
+            "::{} file={},line=1,title={}::{}\n",
+            f.severity.as_str(),
+            property(&r.display_path(&f.path)),
+            property(f.rule),
+            data(&f.message)
+        ));
+    }
+    out.push_str(&super::summary_line(r));
+    out.push('\n');
+    out
+}
+
+/// Escaping for the message part of a workflow command.
+fn data(s: &str) -> String {
+    s.replace('%', "%25").replace('\r', "%0D").replace('\n', "%0A")
+}
+
+/// Escaping for a `key=value` property of a workflow command.
+fn property(s: &str) -> String {
+    data(s).replace(':', "%3A").replace(',', "%2C")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes() {
+        assert_eq!(data("50%\nnext"), "50%25%0Anext");
+        assert_eq!(property("a,b:c.png"), "a%2Cb%3Ac.png");
+    }
+}

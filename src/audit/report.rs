@@ -1,0 +1,152 @@
+//! The audit report: findings, the `--fix` changes, a summary and the verdict. The same value feeds
+//! every output format and `logs/audit/latest.json`.
+//!
+//! Reproducible: everything printed depends only on the tree, the config and the flags (no times, no
+//! cache statistics). `latest.json` adds `generated_at` and `stats`.
+
+use serde::Serialize;
+
+use super::{Action, FailOn, Finding, Planned, ScanStats, Severity};
+use crate::exit_code::ExitCode;
+use crate::registry::Skipped;
+
+/// Schema of the report document (stdout JSON and `latest.json`).
+pub const SCHEMA: u32 = 1;
+
+/// check: findings only; fix: changes written; dry-run: changes planned, nothing written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    Check,
+    Fix,
+    DryRun,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChangeStatus {
+    Planned,
+    Applied,
+    Failed,
+}
+
+/// One sidecar write of `--fix` / `--dry-run`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ChangeLine {
+    /// The sidecar, relative to the assets root.
+    pub path: String,
+    pub action: Action,
+    pub detail: String,
+    pub status: ChangeStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl ChangeLine {
+    pub fn planned(p: &Planned) -> ChangeLine {
+        ChangeLine {
+            path: p.change.rel.sidecar().to_string(),
+            action: p.action,
+            detail: p.detail.clone(),
+            status: ChangeStatus::Planned,
+            error: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub assets: usize,
+    pub sidecars: usize,
+    pub errors: usize,
+    pub warnings: usize,
+    /// Findings `--fix` would repair.
+    pub fixable: usize,
+    pub changes: usize,
+    pub failed_changes: usize,
+    /// No finding at or above `fail_on` and no failed change.
+    pub passed: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub schema: u32,
+    pub tool: &'static str,
+    pub version: &'static str,
+    /// The assets root as given to people: relative to the current directory when inside it.
+    pub assets_root: String,
+    pub scope: Option<String>,
+    pub mode: Mode,
+    pub fail_on: FailOn,
+    pub summary: Summary,
+    pub findings: Vec<Finding>,
+    pub changes: Vec<ChangeLine>,
+    /// Symbolic links and special files that were not followed.
+    pub skipped: Vec<Skipped>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub generated_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stats: Option<ScanStats>,
+}
+
+/// Inputs of [`Report::new`] that are not findings or changes.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub assets_root: String,
+    pub scope: Option<String>,
+    pub mode: Mode,
+    pub fail_on: FailOn,
+    pub assets: usize,
+    pub sidecars: usize,
+}
+
+impl Report {
+    pub fn new(ctx: Context, findings: Vec<Finding>, changes: Vec<ChangeLine>, skipped: Vec<Skipped>) -> Report {
+        let count = |s: Severity| findings.iter().filter(|f| f.severity == s).count();
+        let failed_changes = changes.iter().filter(|c| c.status == ChangeStatus::Failed).count();
+        let passed = !findings.iter().any(|f| ctx.fail_on.fails(f.severity)) && failed_changes == 0;
+        let summary = Summary {
+            assets: ctx.assets,
+            sidecars: ctx.sidecars,
+            errors: count(Severity::Error),
+            warnings: count(Severity::Warning),
+            fixable: findings.iter().filter(|f| f.fixable).count(),
+            changes: changes.len(),
+            failed_changes,
+            passed,
+        };
+        Report {
+            schema: SCHEMA,
+            tool: "comfyvn-obs",
+            version: env!("CARGO_PKG_VERSION"),
+            assets_root: ctx.assets_root,
+            scope: ctx.scope,
+            mode: ctx.mode,
+            fail_on: ctx.fail_on,
+            summary,
+            findings,
+            changes,
+            skipped,
+            generated_at: None,
+            stats: None,
+        }
+    }
+
+    /// 0 when passed, 1 otherwise (2 is for the tool failing, decided by the caller).
+    pub fn exit_code(&self) -> ExitCode {
+        if self.summary.passed {
+            ExitCode::Success
+        } else {
+            ExitCode::Failure
+        }
+    }
+
+    /// The path of a finding or change as shown to people and CI tools: joined to the display root.
+    pub fn display_path(&self, rel: &str) -> String {
+        if self.assets_root.is_empty() || self.assets_root == "." {
+            rel.to_string()
+        } else {
+            format!("{}/{rel}", self.assets_root.trim_end_matches('/'))
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The audit rules (DESIGN §7), one file each with a fixed doc block (what it does / why / example /
+//! fix). Rules are pure: they read the [`Scan`] and append [`Finding`]s; they never touch files.
+//!
+//! Rule ids are stable: CI configurations, SARIF baselines and `jq` filters depend on them.
+
+use super::{Finding, Scan, Severity};
+use crate::registry::Policy;
+
+pub mod disallowed_license;
+pub mod duplicate_content;
+pub mod invalid_sidecar;
+pub mod missing_license;
+pub mod missing_provenance;
+pub mod missing_sidecar;
+pub mod missing_tags;
+pub mod orphan_sidecar;
+pub mod size_mismatch;
+pub mod stale_hash;
+pub mod unreadable;
+
+/// A rule's identity and help text (SARIF `rules[]`, `--format` outputs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RuleInfo {
+    pub id: &'static str,
+    pub severity: Severity,
+    /// One line: when it fires.
+    pub summary: &'static str,
+    /// One line: how to make it go away.
+    pub fix: &'static str,
+}
+
+/// What every rule may look at.
+pub struct Ctx<'a> {
+    pub scan: &'a Scan,
+    pub policy: &'a Policy,
+    /// `obs.audit.require_provenance`: a missing provenance source is an error.
+    pub require_provenance: bool,
+}
+
+/// Every rule, in id order.
+pub const ALL: &[RuleInfo] = &[
+    disallowed_license::RULE,
+    duplicate_content::RULE,
+    invalid_sidecar::RULE,
+    missing_license::RULE,
+    missing_provenance::RULE,
+    missing_sidecar::RULE,
+    missing_tags::RULE,
+    orphan_sidecar::RULE,
+    size_mismatch::RULE,
+    stale_hash::RULE,
+    unreadable::RULE,
+];
+
+/// Look a rule up by id.
+pub fn info(id: &str) -> Option<&'static RuleInfo> {
+    ALL.iter().find(|r| r.id == id)
+}
+
+/// Run every rule and sort the findings by path, then rule, then message.
+pub fn run_all(ctx: &Ctx) -> Vec<Finding> {
+    let mut out = Vec::new();
+    disallowed_license::check(ctx, &mut out);
+    duplicate_content::check(ctx, &mut out);
+    invalid_sidecar::check(ctx, &mut out);
+    missing_license::check(ctx, &mut out);
+    missing_provenance::check(ctx, &mut out);
+    missing_sidecar::check(ctx, &mut out);
+    missing_tags::check(ctx, &mut out);
+    orphan_sidecar::check(ctx, &mut out);
+    size_mismatch::check(ctx, &mut out);
+    stale_hash::check(ctx, &mut out);
+    unreadable::check(ctx, &mut out);
+    out.sort();
+    out
+}
+
+impl Finding {
+    pub(crate) fn new(rule: &RuleInfo, path: impl Into<String>, message: impl Into<String>) -> Finding {
+        Finding { path: path.into(), rule: rule.id, severity: rule.severity, message: message.into(), fixable: false }
+    }
+
+    pub(crate) fn fixable(mut self) -> Finding {
+        self.fixable = true;
+        self
+    }
+
+    pub(crate) fn severity(mut self, s: Severity) -> Finding {
+        self.severity = s;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_sorted_unique_and_kebab_case() {
+        let ids: Vec<_> = ALL.iter().map(|r| r.id).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(ids, sorted);
+        assert!(ids.iter().all(|id| id.chars().all(|c| c.is_ascii_lowercase() || c == '-')));
+        assert_eq!(ids.len(), 11);
+    }
+}

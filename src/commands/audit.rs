@@ -1,0 +1,228 @@
+//! `comfyvn-obs audit`: scan, fix (in chunks, one hook batch per chunk), judge, report.
+//!
+//! Orchestration only: the scan, the rules and the plan live in `crate::audit`, sidecar writes in
+//! `crate::registry`. `--dry-run` writes nothing at all: no sidecars, no hooks, no stat cache and no
+//! `logs/audit/latest.json`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+
+use super::Ctx;
+use crate::audit::format::{self, Format};
+use crate::audit::report::{ChangeLine, ChangeStatus, Context as ReportContext, Mode};
+use crate::audit::{self, FailOn, Planned, Report, Scan, ScanOptions, StatCache};
+use crate::cli::audit::{AuditArgs, FailOnArg, FormatArg};
+use crate::exit_code::{hinted, ExitCode};
+use crate::hooks::Bus;
+use crate::output;
+use crate::registry::{self, Policy, Registry, RelPath};
+
+/// Sidecars written per durability barrier and per hook batch.
+pub const CHUNK: usize = 4096;
+
+/// The audit command line as plain settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub scope: Option<RelPath>,
+    pub format: Format,
+    pub fail_on: FailOn,
+    pub mode: Mode,
+    pub fill_metadata: bool,
+    pub full: bool,
+    /// 0 = one thread per core.
+    pub jobs: usize,
+}
+
+impl Settings {
+    fn from_args(ctx: &Ctx, args: &AuditArgs) -> Result<Settings> {
+        let fail_on = match args.fail_on {
+            Some(FailOnArg::Error) => FailOn::Error,
+            Some(FailOnArg::Warning) => FailOn::Warning,
+            Some(FailOnArg::Never) => FailOn::Never,
+            None => FailOn::parse(&ctx.config.obs.audit.fail_on).unwrap_or(FailOn::Error),
+        };
+        let format = match args.format {
+            FormatArg::Text => Format::Text,
+            FormatArg::Json => Format::Json,
+            FormatArg::Sarif => Format::Sarif,
+            FormatArg::Junit => Format::Junit,
+            FormatArg::Github => Format::Github,
+        };
+        let mode = if args.dry_run {
+            Mode::DryRun
+        } else if args.fix || args.fill_metadata {
+            Mode::Fix
+        } else {
+            Mode::Check
+        };
+        let scope = match &args.path {
+            Some(p) => scope_of(&ctx.paths.assets_root, p)?,
+            None => None,
+        };
+        Ok(Settings {
+            scope,
+            format,
+            fail_on,
+            mode,
+            fill_metadata: args.fill_metadata,
+            full: args.full,
+            jobs: args.jobs.unwrap_or(ctx.config.obs.audit.jobs),
+        })
+    }
+}
+
+/// PATH (relative to the current directory, or else to the assets root) as a scope below the root;
+/// `None` for the root itself.
+pub fn scope_of(root: &Path, path: &Path) -> Result<Option<RelPath>> {
+    let candidate = if path.exists() || path.is_absolute() { path.to_path_buf() } else { root.join(path) };
+    let canon_root = root.canonicalize().with_context(|| format!("cannot read the assets root {}", root.display()))?;
+    let canon = candidate.canonicalize().with_context(|| format!("cannot audit {}", path.display()))?;
+    if canon == canon_root {
+        return Ok(None);
+    }
+    match RelPath::from_fs(&canon_root, &canon) {
+        Ok(rel) => Ok(Some(rel)),
+        Err(e) => Err(hinted(
+            format!("cannot audit {}: {e}", path.display()),
+            "pass a folder inside the assets root, or choose the tree with --assets-root DIR",
+        )),
+    }
+}
+
+pub fn run(ctx: &Ctx, args: AuditArgs) -> Result<ExitCode> {
+    let settings = Settings::from_args(ctx, &args)?;
+    let registry = Registry::open(&ctx.paths, &ctx.config)?;
+    if !ctx.paths.assets_root.is_dir() {
+        bail!(hinted(
+            format!("the assets root {} does not exist", ctx.paths.assets_root.display()),
+            "run from the project's runtime root, or pass --assets-root DIR (or set COMFYVN_ASSETS_ROOT)",
+        ));
+    }
+    let cache_path = ctx.paths.audit_cache();
+    // A full audit of the whole tree rebuilds the cache from scratch: no need to read it.
+    let mut cache =
+        if settings.full && settings.scope.is_none() { StatCache::default() } else { StatCache::load(&cache_path) };
+    let scan_opts = ScanOptions { scope: settings.scope.clone(), full: settings.full, jobs: settings.jobs };
+    let mut scan = audit::scan(&registry, &cache, &scan_opts)?;
+    let changes = match settings.mode {
+        Mode::Check => Vec::new(),
+        Mode::DryRun => {
+            let plan = audit::plan_fixes(
+                &registry,
+                &scan,
+                settings.fill_metadata,
+                &cache.uids_outside(settings.scope.as_ref()),
+            );
+            plan.iter().map(ChangeLine::planned).collect()
+        }
+        Mode::Fix => {
+            let plan = audit::plan_fixes(
+                &registry,
+                &scan,
+                settings.fill_metadata,
+                &cache.uids_outside(settings.scope.as_ref()),
+            );
+            apply(ctx, &registry, &mut scan, &plan)?
+        }
+    };
+    let audit_cfg = &ctx.config.obs.audit;
+    let findings = audit::evaluate(&scan, &Policy::new(&audit_cfg.licenses), audit_cfg.require_provenance);
+    let report_ctx = ReportContext {
+        assets_root: display_root(&ctx.paths.assets_root),
+        scope: settings.scope.as_ref().map(ToString::to_string),
+        mode: settings.mode,
+        fail_on: settings.fail_on,
+        assets: scan.assets.len(),
+        sidecars: scan.sidecar_count(),
+    };
+    let report = Report::new(report_ctx, findings, changes, scan.skipped.clone());
+    if settings.mode != Mode::DryRun {
+        save(ctx, &mut cache, &cache_path, &scan, &report)?;
+    }
+    output::print(&format::render(&report, settings.format))?;
+    Ok(report.exit_code())
+}
+
+/// Write the plan chunk by chunk: one durability barrier and one hook batch per chunk, hooks in the
+/// order of the writes. A failed write is reported on its line and leaves its finding in place. The
+/// returned lines are sorted by path.
+pub fn apply(ctx: &Ctx, registry: &Registry, scan: &mut Scan, plan: &[Planned]) -> Result<Vec<ChangeLine>> {
+    let mut lines = Vec::with_capacity(plan.len());
+    if plan.is_empty() {
+        return Ok(lines);
+    }
+    let bus = Bus::open(&ctx.paths, &ctx.config)?;
+    let order = write_order(plan);
+    for chunk in order.chunks(CHUNK) {
+        let changes: Vec<registry::Change> = chunk.iter().map(|p| p.change.clone()).collect();
+        let mut events = Vec::with_capacity(chunk.len() * 2);
+        for (planned, result) in chunk.iter().zip(registry.write_batch(&changes)) {
+            let mut line = ChangeLine::planned(planned);
+            match result {
+                Ok(written) => {
+                    audit::record_written(scan, planned);
+                    events.extend(written);
+                    line.status = ChangeStatus::Applied;
+                }
+                Err(e) => {
+                    line.status = ChangeStatus::Failed;
+                    line.error = Some(format!("{e:#}"));
+                }
+            }
+            lines.push(line);
+        }
+        bus.emit_batch(registry::to_hooks(&events))
+            .context("sidecars were written but their hook events could not be appended")?;
+    }
+    lines.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(lines)
+}
+
+/// The plan in write order: round-robin over folders (path order within each), so every chunk spans
+/// several folders and `write_batch` can work on them in parallel. Deterministic.
+fn write_order(plan: &[Planned]) -> Vec<&Planned> {
+    let mut groups: std::collections::BTreeMap<&str, std::collections::VecDeque<&Planned>> = Default::default();
+    for p in plan {
+        let dir = p.change.rel.as_str().rsplit_once('/').map_or("", |(d, _)| d);
+        groups.entry(dir).or_default().push_back(p);
+    }
+    let mut queues: Vec<_> = groups.into_values().collect();
+    let mut out = Vec::with_capacity(plan.len());
+    while !queues.is_empty() {
+        for q in &mut queues {
+            if let Some(p) = q.pop_front() {
+                out.push(p);
+            }
+        }
+        queues.retain(|q| !q.is_empty());
+    }
+    out
+}
+
+/// Update the stat cache (only when it changed) and write `logs/audit/latest.json`.
+fn save(ctx: &Ctx, cache: &mut StatCache, cache_path: &Path, scan: &Scan, report: &Report) -> Result<()> {
+    if cache.update(scan) {
+        // The cache only saves time: failing to write it must not fail the audit.
+        if let Err(e) = cache.save(cache_path) {
+            tracing::warn!(error = %format!("{e:#}"), "cannot write the audit cache");
+        }
+    }
+    let mut latest = report.clone();
+    latest.generated_at = Some(crate::time::iso_now());
+    latest.stats = Some(scan.stats);
+    // A derived document (the audit recreates it), so atomic without fsync, like the cache: an fsync
+    // here costs more than a whole stat-only re-audit on a busy disk.
+    crate::fs::write_atomic_nosync(&ctx.paths.audit_latest(), &crate::fs::to_pretty_json(&latest)?)
+}
+
+/// The assets root for people and CI annotations: relative to the current directory when inside it.
+pub fn display_root(root: &Path) -> String {
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("/"));
+    let shown = match root.strip_prefix(&cwd) {
+        Ok(rel) if rel.as_os_str().is_empty() => ".".to_string(),
+        Ok(rel) => rel.to_string_lossy().into_owned(),
+        Err(_) => root.to_string_lossy().into_owned(),
+    };
+    shown.trim_end_matches('/').to_string()
+}

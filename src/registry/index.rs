@@ -1,0 +1,393 @@
+//! The in-memory index of registered assets: uid → asset, path → uid, hash → uids, plus the list
+//! query behind `assets list` and `GET /assets`.
+//!
+//! Derived from the sidecars on disk ([`Index::build`]) and kept current by feeding it the registry
+//! events ([`Index::apply`]). It never reads or writes files after the build. Entries carry
+//! lower-cased copies of the filterable fields so a query over 20,000 assets is one cheap scan in
+//! path order.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use anyhow::Result;
+use rayon::prelude::*;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use super::events::RegistryEvent;
+use super::sidecar::{self, Sidecar, SUFFIX};
+use super::{Registry, RelPath};
+
+/// Something the build found that keeps a file out of the index (or is worth telling).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "problem", rename_all = "kebab-case")]
+pub enum Problem {
+    /// The sidecar does not parse or violates the schema; `message` names the field.
+    InvalidSidecar { sidecar: String, message: String },
+    /// A sidecar whose asset file is missing (or ignored).
+    OrphanSidecar { sidecar: String },
+    /// A second sidecar claims a uid the index already holds for `kept`.
+    DuplicateUid { uid: String, path: String, kept: String },
+    /// An asset without a sidecar.
+    Unregistered { path: String },
+    /// A file or folder that could not be read, or a name that is not UTF-8.
+    Unreadable { path: String, message: String },
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Problem::InvalidSidecar { sidecar, message } => write!(f, "{sidecar}: invalid sidecar: {message}"),
+            Problem::OrphanSidecar { sidecar } => write!(f, "{sidecar}: sidecar without an asset"),
+            Problem::DuplicateUid { uid, path, kept } => write!(f, "{path}: uid {uid} is already used by {kept}"),
+            Problem::Unregistered { path } => write!(f, "{path}: no sidecar"),
+            Problem::Unreadable { path, message } => write!(f, "{path}: {message}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    asset: Sidecar,
+    type_lc: String,
+    tags_lc: Vec<String>,
+    license_lc: Option<String>,
+    /// Lower-cased path and top-level string metadata, for `q`.
+    haystack: Vec<String>,
+}
+
+impl Entry {
+    fn new(asset: Sidecar) -> Entry {
+        let mut haystack = vec![asset.path.to_lowercase()];
+        if let Some(l) = &asset.license {
+            haystack.push(l.to_lowercase());
+        }
+        if let Some(o) = &asset.origin {
+            haystack.push(o.to_lowercase());
+        }
+        haystack.extend(asset.meta.values().filter_map(Value::as_str).map(str::to_lowercase));
+        Entry {
+            type_lc: asset.asset_type.to_lowercase(),
+            tags_lc: asset.tags.iter().map(|t| t.to_lowercase()).collect(),
+            license_lc: asset.license.as_ref().map(|l| l.trim().to_lowercase()),
+            haystack,
+            asset,
+        }
+    }
+}
+
+/// A list query (`GET /assets` parameters). All filters are case-insensitive and combine with AND.
+#[derive(Debug, Clone, Default)]
+pub struct Query {
+    pub asset_type: Option<String>,
+    /// Every tag must be present.
+    pub tags: Vec<String>,
+    /// Any of these licenses.
+    pub licenses: Vec<String>,
+    pub hash: Option<String>,
+    /// Substring of the path or of a top-level string in the metadata.
+    pub q: Option<String>,
+    /// `None`: no limit.
+    pub limit: Option<usize>,
+    pub offset: usize,
+}
+
+/// One page of results in path order; `total` counts every match before offset and limit.
+#[derive(Debug, Clone)]
+pub struct Page<'a> {
+    pub items: Vec<&'a Sidecar>,
+    pub total: usize,
+}
+
+/// Registered assets by uid, path and hash.
+#[derive(Debug, Clone, Default)]
+pub struct Index {
+    by_path: BTreeMap<String, Entry>,
+    by_uid: HashMap<String, String>,
+    by_hash: HashMap<String, BTreeSet<String>>,
+}
+
+impl Index {
+    /// Read every sidecar under the root (in parallel) and index the valid ones. Only an unreadable
+    /// root is an error; everything else is a [`Problem`], sorted by path.
+    pub fn build(registry: &Registry) -> Result<(Index, Vec<Problem>)> {
+        let found = registry.discover(None)?;
+        let assets: HashSet<&str> = found.assets.iter().map(|f| f.rel.as_str()).collect();
+        let mut problems: Vec<Problem> = found
+            .troubles
+            .iter()
+            .map(|t| Problem::Unreadable { path: t.path.clone(), message: t.message.clone() })
+            .collect();
+        let read: Vec<Result<Sidecar, Problem>> = found
+            .sidecars
+            .par_iter()
+            .map(|f| {
+                let sidecar_rel = f.rel.to_string();
+                let Some(rel) = f.rel.asset_of_sidecar().filter(|r| assets.contains(r.as_str())) else {
+                    return Err(Problem::OrphanSidecar { sidecar: sidecar_rel });
+                };
+                read_one(registry, &rel)
+            })
+            .collect();
+        let mut index = Index::default();
+        for r in read {
+            match r {
+                Ok(asset) => {
+                    if let Some(kept) = index.by_uid.get(&asset.uid) {
+                        problems.push(Problem::DuplicateUid {
+                            uid: asset.uid.clone(),
+                            path: asset.path.clone(),
+                            kept: kept.clone(),
+                        });
+                        continue;
+                    }
+                    index.upsert(asset);
+                }
+                Err(p) => problems.push(p),
+            }
+        }
+        let with_sidecar: HashSet<RelPath> = found.sidecars.iter().filter_map(|s| s.rel.asset_of_sidecar()).collect();
+        for f in &found.assets {
+            if !with_sidecar.contains(&f.rel) {
+                problems.push(Problem::Unregistered { path: f.rel.to_string() });
+            }
+        }
+        problems.sort_by(|a, b| problem_path(a).cmp(problem_path(b)));
+        Ok((index, problems))
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_path.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_path.is_empty()
+    }
+
+    pub fn get(&self, uid: &str) -> Option<&Sidecar> {
+        self.by_uid.get(uid).and_then(|p| self.by_path.get(p)).map(|e| &e.asset)
+    }
+
+    pub fn get_by_path(&self, path: &str) -> Option<&Sidecar> {
+        self.by_path.get(path).map(|e| &e.asset)
+    }
+
+    pub fn contains_uid(&self, uid: &str) -> bool {
+        self.by_uid.contains_key(uid)
+    }
+
+    /// The uids of assets with this content hash, sorted.
+    pub fn uids_with_hash(&self, hash: &str) -> Vec<&str> {
+        self.by_hash.get(&hash.to_ascii_lowercase()).map(|s| s.iter().map(String::as_str).collect()).unwrap_or_default()
+    }
+
+    /// All assets in path order.
+    pub fn iter(&self) -> impl Iterator<Item = &Sidecar> {
+        self.by_path.values().map(|e| &e.asset)
+    }
+
+    /// Insert or replace by uid (a changed path or hash moves the entry); returns the previous value.
+    pub fn upsert(&mut self, asset: Sidecar) -> Option<Sidecar> {
+        let previous = self.remove(&asset.uid);
+        // Another uid at the same path is replaced too: the path holds one asset.
+        if let Some(other) = self.by_path.get(&asset.path).map(|e| e.asset.uid.clone()) {
+            self.remove(&other);
+        }
+        self.by_uid.insert(asset.uid.clone(), asset.path.clone());
+        self.by_hash.entry(asset.hash.clone()).or_default().insert(asset.uid.clone());
+        self.by_path.insert(asset.path.clone(), Entry::new(asset));
+        previous
+    }
+
+    pub fn remove(&mut self, uid: &str) -> Option<Sidecar> {
+        let path = self.by_uid.remove(uid)?;
+        let entry = self.by_path.remove(&path)?;
+        if let Some(set) = self.by_hash.get_mut(&entry.asset.hash) {
+            set.remove(uid);
+            if set.is_empty() {
+                self.by_hash.remove(&entry.asset.hash);
+            }
+        }
+        Some(entry.asset)
+    }
+
+    /// Keep the index current with what a registry operation did.
+    pub fn apply(&mut self, event: &RegistryEvent) {
+        match event {
+            RegistryEvent::AssetRemoved { asset, .. } => {
+                self.remove(&asset.uid);
+            }
+            other => {
+                self.upsert(other.asset().clone());
+            }
+        }
+    }
+
+    /// Filter, then page, in path order.
+    pub fn query(&self, q: &Query) -> Page<'_> {
+        let type_lc = q.asset_type.as_ref().map(|t| t.trim().to_lowercase()).filter(|t| !t.is_empty());
+        let tags_lc: Vec<String> = q.tags.iter().map(|t| t.trim().to_lowercase()).filter(|t| !t.is_empty()).collect();
+        let licenses_lc: Vec<String> =
+            q.licenses.iter().map(|l| l.trim().to_lowercase()).filter(|l| !l.is_empty()).collect();
+        let hash_lc = q.hash.as_ref().map(|h| h.trim().to_lowercase()).filter(|h| !h.is_empty());
+        let needle = q.q.as_ref().map(|s| s.trim().to_lowercase()).filter(|s| !s.is_empty());
+        let limit = q.limit.unwrap_or(usize::MAX);
+        let mut items = Vec::new();
+        let mut total = 0;
+        let candidates: Box<dyn Iterator<Item = &Entry>> = match &hash_lc {
+            Some(h) => Box::new(
+                self.uids_with_hash(h)
+                    .into_iter()
+                    .filter_map(|u| self.by_uid.get(u))
+                    .filter_map(|p| self.by_path.get(p)),
+            ),
+            None => Box::new(self.by_path.values()),
+        };
+        let mut matches: Vec<&Entry> = Vec::new();
+        for e in candidates {
+            if type_lc.as_ref().is_some_and(|t| &e.type_lc != t) {
+                continue;
+            }
+            if !tags_lc.iter().all(|t| e.tags_lc.contains(t)) {
+                continue;
+            }
+            if !licenses_lc.is_empty() && !e.license_lc.as_ref().is_some_and(|l| licenses_lc.contains(l)) {
+                continue;
+            }
+            if let Some(n) = &needle {
+                if !e.haystack.iter().any(|h| h.contains(n.as_str())) {
+                    continue;
+                }
+            }
+            if hash_lc.is_some() {
+                matches.push(e);
+                continue;
+            }
+            if total >= q.offset && items.len() < limit {
+                items.push(&e.asset);
+            }
+            total += 1;
+        }
+        if hash_lc.is_some() {
+            matches.sort_by(|a, b| a.asset.path.cmp(&b.asset.path));
+            total = matches.len();
+            items = matches.into_iter().skip(q.offset).take(limit).map(|e| &e.asset).collect();
+        }
+        Page { items, total }
+    }
+}
+
+fn read_one(registry: &Registry, rel: &RelPath) -> Result<Sidecar, Problem> {
+    let sidecar_rel = rel.sidecar().to_string();
+    let path = registry.sidecar_abs(rel);
+    let bytes = std::fs::read(&path)
+        .map_err(|e| Problem::Unreadable { path: sidecar_rel.clone(), message: super::discover::vanished_or(&e) })?;
+    match sidecar::parse(&bytes, rel) {
+        Ok(p) if p.missing.iter().any(|m| matches!(*m, "uid" | "hash")) => Err(Problem::InvalidSidecar {
+            sidecar: sidecar_rel,
+            message: p.fixable.join("; ") + " (run `comfyvn-obs audit --fix`)",
+        }),
+        Ok(p) => {
+            let mut s = p.sidecar;
+            // The index describes where the file is, whatever a moved sidecar still records.
+            s.path = rel.to_string();
+            Ok(s)
+        }
+        Err(e) => Err(Problem::InvalidSidecar { sidecar: sidecar_rel, message: e.to_string() }),
+    }
+}
+
+fn problem_path(p: &Problem) -> &str {
+    match p {
+        Problem::InvalidSidecar { sidecar, .. } | Problem::OrphanSidecar { sidecar } => {
+            sidecar.strip_suffix(SUFFIX).unwrap_or(sidecar)
+        }
+        Problem::DuplicateUid { path, .. } | Problem::Unregistered { path } | Problem::Unreadable { path, .. } => path,
+    }
+}
+
+/// The API record of an asset (`GET /assets`, `assets list --json`): `uid`, `type`, `hash`, `bytes`,
+/// `path`, `sidecar`, `meta` {`tags`, `license`, …}, `links` {`file`, `sidecar`}, `created_at`.
+pub fn record(asset: &Sidecar) -> Value {
+    let sidecar = format!("{}{SUFFIX}", asset.path);
+    json!({
+        "uid": asset.uid,
+        "type": asset.asset_type,
+        "hash": asset.hash,
+        "bytes": asset.bytes,
+        "path": asset.path,
+        "sidecar": sidecar,
+        "meta": asset.record_meta(),
+        "links": {"file": asset.path, "sidecar": sidecar},
+        "created_at": asset.created_at,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asset(path: &str, uid: &str, hash_byte: &str, tags: &[&str], license: Option<&str>) -> Sidecar {
+        let rel = RelPath::parse(path).unwrap();
+        let mut s = sidecar::parse(b"{}", &rel).unwrap().sidecar;
+        s.uid = uid.into();
+        s.hash = hash_byte.repeat(64);
+        s.tags = tags.iter().map(|t| t.to_string()).collect();
+        s.license = license.map(str::to_string);
+        s
+    }
+
+    fn sample() -> Index {
+        let mut i = Index::default();
+        i.upsert(asset("characters/hero.png", "u1", "a", &["Hero", "Main"], Some("CC-BY-4.0")));
+        i.upsert(asset("characters/villain.png", "u2", "b", &["villain"], Some("MIT")));
+        i.upsert(asset("audio/theme.ogg", "u3", "a", &["music", "main"], None));
+        i
+    }
+
+    #[test]
+    fn lookups_and_incremental_updates() {
+        let mut i = sample();
+        assert_eq!(i.get("u2").unwrap().path, "characters/villain.png");
+        assert_eq!(i.uids_with_hash(&"a".repeat(64)), ["u1", "u3"]);
+        let mut moved = i.get("u1").unwrap().clone();
+        moved.path = "characters/hero2.png".into();
+        moved.hash = "c".repeat(64);
+        i.upsert(moved);
+        assert!(i.get_by_path("characters/hero.png").is_none());
+        assert_eq!(i.uids_with_hash(&"a".repeat(64)), ["u3"]);
+        assert_eq!(i.len(), 3);
+        i.remove("u3");
+        assert!(i.uids_with_hash(&"a".repeat(64)).is_empty());
+    }
+
+    #[test]
+    fn query_filters_pages_and_counts() {
+        let i = sample();
+        let paths = |p: Page| p.items.iter().map(|a| a.path.clone()).collect::<Vec<_>>();
+        assert_eq!(i.query(&Query::default()).total, 3);
+        let main = i.query(&Query { tags: vec!["MAIN".into()], ..Default::default() });
+        assert_eq!(paths(main), ["audio/theme.ogg", "characters/hero.png"]);
+        let typed = i.query(&Query { asset_type: Some("Characters".into()), limit: Some(1), ..Default::default() });
+        assert_eq!(typed.total, 2);
+        assert_eq!(paths(typed), ["characters/hero.png"]);
+        let second = i.query(&Query { asset_type: Some("characters".into()), offset: 1, ..Default::default() });
+        assert_eq!(paths(second), ["characters/villain.png"]);
+        let lic = i.query(&Query { licenses: vec!["mit".into(), "cc-by-4.0".into()], ..Default::default() });
+        assert_eq!(lic.total, 2);
+        let q = i.query(&Query { q: Some("VILL".into()), ..Default::default() });
+        assert_eq!(paths(q), ["characters/villain.png"]);
+        let h = i.query(&Query { hash: Some("A".repeat(64)), tags: vec!["hero".into()], ..Default::default() });
+        assert_eq!(paths(h), ["characters/hero.png"]);
+    }
+
+    #[test]
+    fn record_shape() {
+        let i = sample();
+        let r = record(i.get("u1").unwrap());
+        let keys: Vec<_> = r.as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["uid", "type", "hash", "bytes", "path", "sidecar", "meta", "links", "created_at"]);
+        assert_eq!(r["sidecar"], "characters/hero.png.asset.json");
+        assert_eq!(r["links"]["file"], "characters/hero.png");
+        assert_eq!(r["meta"]["license"], "CC-BY-4.0");
+    }
+}

@@ -1,0 +1,222 @@
+//! `assets list|show|register|tag|untag|set-license|remove` against the real binary.
+
+use serde_json::{json, Value};
+
+use crate::audit::fixture;
+use crate::support::TestEnv;
+
+fn history(env: &TestEnv) -> Vec<Value> {
+    match std::fs::read_to_string(env.path("logs/hooks/history.jsonl")) {
+        Ok(text) => text.lines().map(|l| serde_json::from_str(l).unwrap()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn events(env: &TestEnv) -> Vec<String> {
+    history(env).iter().map(|e| e["event"].as_str().unwrap().to_string()).collect()
+}
+
+fn sidecar(env: &TestEnv, rel: &str) -> Value {
+    serde_json::from_str(&env.read(&format!("assets/{rel}.asset.json"))).unwrap()
+}
+
+#[test]
+fn register_in_place_writes_the_sidecar_and_three_hooks() {
+    let env = TestEnv::new();
+    env.write("assets/characters/hero.png", "hero");
+    let r = env
+        .run(&[
+            "assets",
+            "register",
+            "assets/characters/hero.png",
+            "--tag",
+            "Hero",
+            "--tag",
+            "hero",
+            "--tag",
+            "portrait",
+            "--license",
+            "CC-BY-4.0",
+            "--meta",
+            r#"{"title": "The hero"}"#,
+        ])
+        .ok();
+    let asset = &r.json()["asset"];
+    let hash = comfyvn_obs::digest::sha256_hex(b"hero");
+    assert_eq!(asset["uid"], &hash[..16]);
+    assert_eq!(asset["type"], "characters");
+    assert_eq!(asset["sidecar"], "characters/hero.png.asset.json");
+    assert_eq!(asset["meta"]["tags"], json!(["Hero", "portrait"]));
+    assert_eq!(asset["meta"]["title"], "The hero");
+    assert_eq!(asset["links"], json!({"file": "characters/hero.png", "sidecar": "characters/hero.png.asset.json"}));
+    let s = sidecar(&env, "characters/hero.png");
+    assert_eq!(s["origin"], "register");
+    assert_eq!(s["meta"], json!({"title": "The hero"}));
+    assert_eq!(events(&env), ["on_asset_sidecar_written", "on_asset_saved", "on_asset_registered"]);
+    let h = history(&env);
+    assert_eq!(h[0]["data"]["rel_path"], "characters/hero.png");
+    assert!(h[0]["data"]["sidecar"].as_str().unwrap().ends_with("/assets/characters/hero.png.asset.json"));
+    assert_eq!(h[2]["data"]["bytes"], 4);
+    assert_eq!(h[2]["data"]["hook_event"], "asset_registered");
+    assert!(h[2]["data"]["timestamp"].is_f64());
+}
+
+#[test]
+fn register_outside_the_root_needs_copy() {
+    let env = TestEnv::new();
+    std::fs::create_dir_all(env.path("assets")).unwrap();
+    env.write("incoming/theme.ogg", "la la");
+    let r = env.run(&["assets", "register", "incoming/theme.ogg"]).code(2);
+    assert!(r.stderr.contains("outside the assets root") && r.stderr.contains("hint: add --copy"), "{}", r.stderr);
+    let r = env.run(&["assets", "register", "incoming/theme.ogg", "--copy"]).ok();
+    assert_eq!(r.json()["asset"]["path"], "audio/theme.ogg");
+    assert_eq!(env.read("assets/audio/theme.ogg"), "la la");
+    assert_eq!(env.read("incoming/theme.ogg"), "la la", "the source is left alone");
+    let r = env
+        .run(&["assets", "register", "incoming/theme.ogg", "--copy", "--dest", "music/main.ogg", "--type", "bgm"])
+        .ok();
+    assert_eq!(r.json()["asset"]["type"], "bgm");
+    assert_eq!(r.json()["asset"]["path"], "music/main.ogg");
+    assert_ne!(r.json()["asset"]["uid"], sidecar(&env, "audio/theme.ogg")["uid"], "same content, distinct uid");
+    let r = env.run(&["assets", "register", "incoming/theme.ogg", "--copy", "--dest", "../escape.ogg"]).code(2);
+    assert!(r.stderr.contains("'..'"), "{}", r.stderr);
+}
+
+#[test]
+fn register_rejects_bad_input() {
+    let env = TestEnv::new();
+    env.write("assets/a.png", "a");
+    let r = env.run(&["assets", "register", "assets/a.png", "--meta", "[1]"]).code(2);
+    assert!(r.stderr.contains("--meta must be a JSON object"), "{}", r.stderr);
+    let r = env.run(&["assets", "register", "assets/a.png", "--license", "MIT OR"]).code(2);
+    assert!(r.stderr.contains("not an SPDX expression"), "{}", r.stderr);
+    std::os::unix::fs::symlink("/etc/hostname", env.path("assets/link.png")).unwrap();
+    let r = env.run(&["assets", "register", "assets/link.png"]).code(2);
+    assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
+    assert!(!env.path("assets/link.png.asset.json").exists());
+    env.run(&["assets", "register", "assets/missing.png"]).code(2);
+    assert!(!env.path("logs/hooks/history.jsonl").exists());
+}
+
+#[test]
+fn tag_untag_and_set_license_by_uid_or_path() {
+    let env = fixture("valid");
+    let uid = sidecar(&env, "characters/hero.png")["uid"].as_str().unwrap().to_string();
+    let r = env.run(&["assets", "tag", &uid, "Main", "HERO", "lead"]).ok();
+    assert_eq!(r.json()["asset"]["meta"]["tags"], json!(["hero", "portrait", "Main", "lead"]));
+    let r = env.run(&["assets", "untag", "characters/hero.png", "main", "PORTRAIT"]).ok();
+    assert_eq!(r.json()["asset"]["meta"]["tags"], json!(["hero", "lead"]));
+    env.run(&["assets", "set-license", "assets/characters/hero.png", "MIT"]).ok();
+    assert_eq!(sidecar(&env, "characters/hero.png")["license"], "MIT");
+    env.run(&["assets", "set-license", &uid, ""]).ok();
+    assert_eq!(sidecar(&env, "characters/hero.png")["license"], Value::Null);
+    let r = env.run(&["assets", "set-license", &uid, "not/spdx"]).code(2);
+    assert!(r.stderr.contains("not an SPDX expression"));
+    assert_eq!(
+        events(&env),
+        [
+            "on_asset_sidecar_written",
+            "on_asset_meta_updated",
+            "on_asset_sidecar_written",
+            "on_asset_meta_updated",
+            "on_asset_sidecar_written",
+            "on_asset_meta_updated",
+            "on_asset_sidecar_written",
+            "on_asset_meta_updated",
+        ]
+    );
+    // Machine fields untouched; the provenance a person recorded is kept.
+    let s = sidecar(&env, "characters/hero.png");
+    assert_eq!(s["provenance"], json!({"source": "fixtures"}));
+    assert_eq!(s["created_at"], "2026-01-01T00:00:00.000000Z");
+    assert_ne!(s["updated_at"], "2026-01-01T00:00:00.000000Z");
+}
+
+#[test]
+fn list_filters_and_json_shape() {
+    let env = fixture("valid");
+    let r = env.run(&["assets", "list", "--json"]).ok();
+    let v = r.json();
+    assert_eq!(v["total"], 3);
+    let paths: Vec<&str> = v["items"].as_array().unwrap().iter().map(|i| i["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["audio/theme.ogg", "backgrounds/sky.png", "characters/hero.png"]);
+    let keys: Vec<&String> = v["items"][0].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["uid", "type", "hash", "bytes", "path", "sidecar", "meta", "links", "created_at"]);
+    let only = |args: &[&str]| {
+        let mut all = vec!["assets", "list", "--json"];
+        all.extend_from_slice(args);
+        env.run(&all).ok().json()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["path"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(only(&["--type", "Characters"]), ["characters/hero.png"]);
+    assert_eq!(only(&["--tag", "HERO", "--tag", "portrait"]), ["characters/hero.png"]);
+    assert!(only(&["--tag", "hero", "--tag", "sky"]).is_empty());
+    assert_eq!(
+        only(&["--license", "cc0-1.0", "--license", "CC-BY-4.0"]),
+        ["backgrounds/sky.png", "characters/hero.png"]
+    );
+    assert_eq!(only(&["--search", "SKY"]), ["backgrounds/sky.png"]);
+    let table = env.run(&["assets", "list"]).ok().stdout;
+    assert_eq!(table.lines().count(), 3);
+    assert!(table.lines().last().unwrap().ends_with("characters/hero.png"));
+}
+
+#[test]
+fn show_and_unknown_assets() {
+    let env = fixture("valid");
+    let uid = sidecar(&env, "backgrounds/sky.png")["uid"].as_str().unwrap().to_string();
+    let v = env.run(&["assets", "show", &uid]).ok().json();
+    assert_eq!(v["asset"]["path"], "backgrounds/sky.png");
+    assert_eq!(v["sidecar"]["provenance"]["source"], "fixtures");
+    let r = env.run(&["assets", "show", "nope"]).code(1);
+    assert!(r.stderr.contains("no registered asset") && r.stderr.contains("hint:"), "{}", r.stderr);
+    env.run(&["assets", "tag", "nope", "x"]).code(1);
+    // An empty runtime root is an empty registry.
+    let empty = TestEnv::new();
+    assert_eq!(empty.run(&["assets", "list", "--json"]).ok().json(), json!({"items": [], "total": 0}));
+}
+
+#[test]
+fn remove_moves_file_and_sidecar_to_the_trash() {
+    let env = fixture("valid");
+    let before = sidecar(&env, "audio/theme.ogg");
+    let uid = before["uid"].as_str().unwrap().to_string();
+    let v = env.run(&["assets", "remove", &uid]).ok().json();
+    assert_eq!(v["removed"], uid.as_str());
+    let trash = std::path::PathBuf::from(v["trashed_to"].as_str().unwrap());
+    assert!(trash.starts_with(env.path("logs/trash")));
+    let kept: Value =
+        serde_json::from_str(&std::fs::read_to_string(trash.join("audio/theme.ogg.asset.json")).unwrap()).unwrap();
+    assert_eq!(kept, before, "the human metadata is kept as it was");
+    assert_eq!(std::fs::read(trash.join("audio/theme.ogg")).unwrap(), b"la la la\n");
+    assert!(!env.path("assets/audio/theme.ogg").exists());
+    assert_eq!(events(&env), ["on_asset_removed"]);
+    let data = &history(&env)[0]["data"];
+    assert_eq!((data["uid"].as_str(), data["path"].as_str()), (Some(uid.as_str()), Some("audio/theme.ogg")));
+    assert_eq!(data["sidecar"], "audio/theme.ogg.asset.json");
+    assert_eq!(env.run(&["assets", "list", "--json"]).ok().json()["total"], 2);
+    env.run(&["audit"]).code(0);
+}
+
+#[test]
+fn uid_is_stable_across_content_edits() {
+    let env = TestEnv::new();
+    env.write("assets/bg/sky.png", "day");
+    let uid = env.run(&["assets", "register", "assets/bg/sky.png", "--tag", "sky"]).ok().json()["asset"]["uid"].clone();
+    env.write("assets/bg/sky.png", "night, repainted");
+    env.run(&["audit"]).code(1);
+    env.run(&["audit", "--fix"]).code(0);
+    let s = sidecar(&env, "bg/sky.png");
+    assert_eq!(s["uid"], uid);
+    assert_eq!(s["hash"], comfyvn_obs::digest::sha256_hex(b"night, repainted"));
+    assert_eq!(s["version"], 2);
+    assert_eq!(s["tags"], json!(["sky"]));
+    let last = history(&env).pop().unwrap();
+    assert_eq!(last["event"], "on_asset_meta_updated");
+    assert_eq!(last["data"]["previous_hash"], comfyvn_obs::digest::sha256_hex(b"day"));
+    assert_eq!(env.run(&["assets", "show", uid.as_str().unwrap()]).ok().json()["asset"]["path"], "bg/sky.png");
+}

@@ -1,0 +1,468 @@
+//! `comfyvn-obs watch`: the real binary as a child process on a temp runtime root, real files, real
+//! inotify (or polling). Every wait is bounded and polls the hook history; nothing asserts on speed.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::TestEnv;
+
+/// Short settle window so tests that need it stay fast.
+const SETTLE_MS: &str = "300";
+/// Upper bound for any single wait (generous: two cores shared with other builds).
+const WAIT: Duration = Duration::from_secs(20);
+
+/// A running watcher; killed when dropped so a failing test leaves no process behind.
+struct Watcher {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Watcher {
+    fn start(env: &TestEnv, extra: &[&str]) -> Watcher {
+        let n = std::fs::read_dir(env.root()).map(|d| d.count()).unwrap_or(0);
+        let stderr = env.path(&format!("watch-{n}.stderr"));
+        let mut args = vec!["watch"];
+        if !extra.contains(&"--settle-ms") {
+            args.extend_from_slice(&["--settle-ms", SETTLE_MS]);
+        }
+        args.extend_from_slice(extra);
+        let child = env
+            .command(&args)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("start comfyvn-obs watch");
+        Watcher { child, stderr }
+    }
+
+    /// Start and wait until the start-up reconcile is in the history (after `after_seq`).
+    fn ready(env: &TestEnv, extra: &[&str]) -> Watcher {
+        let after = last_seq(env);
+        let mut w = Watcher::start(env, extra);
+        w.wait_for(env, "obs.watch_rescanned", |e| {
+            e["seq"].as_u64() > Some(after) && e["event"] == "obs.watch_rescanned"
+        });
+        w
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    /// Wait for the process to exit (bounded); its exit code.
+    fn wait_exit(&mut self) -> i32 {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < deadline, "watcher did not exit; stderr:\n{}", self.stderr());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Wait until the history holds an entry matching `pred`; returns it.
+    fn wait_for(&mut self, env: &TestEnv, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_until(env, what, |all| all.iter().find(|e| pred(e)).cloned())
+    }
+
+    /// Wait until `check` over the whole history returns something.
+    fn wait_until<T>(&mut self, env: &TestEnv, what: &str, check: impl Fn(&[Value]) -> Option<T>) -> T {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            if let Some(v) = check(&history(env)) {
+                return v;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("watcher exited ({status}) while waiting for {what}; stderr:\n{}", self.stderr());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}; stderr:\n{}\nhistory:\n{:#?}",
+                self.stderr(),
+                history(env)
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// Every complete entry of the hook history, oldest first.
+fn history(env: &TestEnv) -> Vec<Value> {
+    let text = std::fs::read_to_string(env.path("logs/hooks/history.jsonl")).unwrap_or_default();
+    text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+fn last_seq(env: &TestEnv) -> u64 {
+    history(env).last().and_then(|e| e["seq"].as_u64()).unwrap_or(0)
+}
+
+fn events<'a>(all: &'a [Value], name: &str, path: &str) -> Vec<&'a Value> {
+    all.iter().filter(|e| e["event"] == name && e["data"]["path"] == path).collect()
+}
+
+fn is(name: &'static str, path: &'static str) -> impl Fn(&Value) -> bool {
+    move |e| e["event"] == name && e["data"]["path"] == path
+}
+
+fn sidecar(env: &TestEnv, rel: &str) -> Value {
+    let text = env.read(&format!("assets/{rel}.asset.json"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("sidecar of {rel} is not JSON ({e}):\n{text}"))
+}
+
+fn sha(bytes: &[u8]) -> String {
+    comfyvn_obs::digest::sha256_hex(bytes)
+}
+
+/// Files under `dir` (recursive) whose name ends with `suffix`.
+fn find(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else { return out };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(find(&p, suffix));
+        } else if p.to_string_lossy().ends_with(suffix) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+#[test]
+fn a_dropped_file_gets_a_sidecar_and_three_events_in_order() {
+    let env = TestEnv::new();
+    let mut w = Watcher::ready(&env, &[]);
+    let started = history(&env).into_iter().find(|e| e["event"] == "obs.watch_started").unwrap();
+    assert_eq!(started["data"]["mode"], "native", "{started}");
+    env.write("assets/chars/hero.png", b"\x89PNG pretend image");
+    w.wait_for(&env, "registration", is("on_asset_registered", "chars/hero.png"));
+    // Past the settle window: an echo of the tool's own sidecar write would be in the history by now.
+    barrier(&mut w, &env, "marker.txt");
+    let all = history(&env);
+    let names: Vec<&str> = all
+        .iter()
+        .filter(|e| e["data"]["path"] == "chars/hero.png" || e["data"]["rel_path"] == "chars/hero.png")
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["on_asset_sidecar_written", "on_asset_saved", "on_asset_registered"]);
+    let s = sidecar(&env, "chars/hero.png");
+    assert_eq!(s["hash"], sha(b"\x89PNG pretend image"));
+    assert_eq!(s["path"], "chars/hero.png");
+    assert_eq!(s["uid"], sha(b"\x89PNG pretend image")[..16]);
+}
+
+#[test]
+fn a_file_still_being_written_is_not_registered_until_its_writer_closes_it() {
+    let env = TestEnv::new();
+    // A long settle window: only the writer's close may make the file ready.
+    let after = last_seq(&env);
+    let mut w = Watcher::start(&env, &["--settle-ms", "5000"]);
+    w.wait_for(&env, "ready", |e| e["seq"].as_u64() > Some(after) && e["event"] == "obs.watch_rescanned");
+    let path = env.path("assets/big.bin");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let mut content = Vec::new();
+    for i in 0..20u8 {
+        let chunk = vec![i; 4096];
+        f.write_all(&chunk).unwrap();
+        f.flush().unwrap();
+        content.extend_from_slice(&chunk);
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(!env.path("assets/big.bin.asset.json").exists(), "registered while still open after chunk {i}");
+    }
+    drop(f);
+    let e = w.wait_for(&env, "registration", is("on_asset_registered", "big.bin"));
+    assert_eq!(e["data"]["bytes"], content.len());
+    assert_eq!(sidecar(&env, "big.bin")["hash"], sha(&content));
+    assert_eq!(events(&history(&env), "on_asset_registered", "big.bin").len(), 1);
+}
+
+/// Drop a marker after the removal grace has passed and wait for it: anything the watcher would
+/// have done about earlier events is in the history by then.
+fn barrier(w: &mut Watcher, env: &TestEnv, name: &'static str) {
+    barrier_after(w, env, name, SETTLE_MS.parse().unwrap());
+}
+
+fn barrier_after(w: &mut Watcher, env: &TestEnv, name: &'static str, settle_ms: u64) {
+    std::thread::sleep(Duration::from_millis(settle_ms + 300));
+    env.write(&format!("assets/{name}"), name.as_bytes());
+    w.wait_for(env, name, move |e| e["event"] == "on_asset_registered" && e["data"]["path"] == name);
+}
+
+#[test]
+fn editor_save_by_rename_is_one_modification_keeping_uid_and_tags() {
+    let env = TestEnv::new();
+    // A settle window (and so a removal grace) well above the editor's pause below.
+    let mut w = Watcher::ready(&env, &["--settle-ms", "1000"]);
+    env.write("assets/hero.png", b"version 1");
+    w.wait_for(&env, "registration", is("on_asset_registered", "hero.png"));
+    let uid = sidecar(&env, "hero.png")["uid"].clone();
+    // A person tags it (a valid sidecar edit).
+    let mut s = sidecar(&env, "hero.png");
+    s["tags"] = serde_json::json!(["hero", "Main Cast"]);
+    s["license"] = serde_json::json!("CC-BY-4.0");
+    std::fs::write(env.path("assets/hero.png.asset.json"), serde_json::to_vec_pretty(&s).unwrap()).unwrap();
+    w.wait_for(&env, "tag edit", is("on_asset_meta_updated", "hero.png"));
+
+    // vim-style: the original is renamed to a backup, a new file is written, the backup deleted.
+    std::fs::rename(env.path("assets/hero.png"), env.path("assets/hero.png~")).unwrap();
+    // The editor takes a moment to write the new file: for that moment the asset is gone.
+    std::thread::sleep(Duration::from_millis(100));
+    env.write("assets/hero.png", b"version 2");
+    std::fs::remove_file(env.path("assets/hero.png~")).unwrap();
+    w.wait_for(&env, "save 1", |e| {
+        e["event"] == "on_asset_meta_updated" && e["data"]["previous_hash"] == sha(b"version 1")
+    });
+
+    // Temp file + rename over the original (most image editors, `sed -i`).
+    env.write("assets/.hero.png.tmp-save", b"version 3");
+    std::fs::rename(env.path("assets/.hero.png.tmp-save"), env.path("assets/hero.png")).unwrap();
+    w.wait_for(&env, "save 2", |e| {
+        e["event"] == "on_asset_meta_updated" && e["data"]["previous_hash"] == sha(b"version 2")
+    });
+
+    barrier_after(&mut w, &env, "marker.txt", 1000);
+    let all = history(&env);
+    assert!(events(&all, "on_asset_removed", "hero.png").is_empty(), "a save is not a delete");
+    assert_eq!(events(&all, "on_asset_registered", "hero.png").len(), 1, "a save is not a new asset");
+    let s = sidecar(&env, "hero.png");
+    assert_eq!(s["uid"], uid);
+    assert_eq!(s["hash"], sha(b"version 3"));
+    assert_eq!(s["tags"], serde_json::json!(["hero", "Main Cast"]));
+    assert_eq!(s["license"], "CC-BY-4.0");
+}
+
+#[test]
+fn a_renamed_file_takes_its_sidecar_along() {
+    let env = TestEnv::new();
+    let mut w = Watcher::ready(&env, &[]);
+    env.write("assets/old-name.png", b"rename me");
+    w.wait_for(&env, "registration", is("on_asset_registered", "old-name.png"));
+    let uid = sidecar(&env, "old-name.png")["uid"].clone();
+    std::fs::create_dir_all(env.path("assets/chars")).unwrap();
+    std::fs::rename(env.path("assets/old-name.png"), env.path("assets/chars/new-name.png")).unwrap();
+    let e = w.wait_for(&env, "move", is("on_asset_meta_updated", "chars/new-name.png"));
+    assert_eq!(e["data"]["previous_path"], "old-name.png");
+    assert_eq!(e["data"]["uid"], uid);
+    assert!(!env.path("assets/old-name.png.asset.json").exists());
+    assert_eq!(sidecar(&env, "chars/new-name.png")["path"], "chars/new-name.png");
+    barrier(&mut w, &env, "marker.txt");
+    assert!(events(&history(&env), "on_asset_removed", "old-name.png").is_empty());
+}
+
+#[test]
+fn a_deleted_file_sends_its_sidecar_to_the_trash() {
+    let env = TestEnv::new();
+    let mut w = Watcher::ready(&env, &[]);
+    env.write("assets/doomed.png", b"short-lived");
+    w.wait_for(&env, "registration", is("on_asset_registered", "doomed.png"));
+    std::fs::remove_file(env.path("assets/doomed.png")).unwrap();
+    w.wait_for(&env, "removal", is("on_asset_removed", "doomed.png"));
+    assert!(!env.path("assets/doomed.png.asset.json").exists());
+    let trashed = find(&env.path("logs/trash"), "doomed.png.asset.json");
+    assert_eq!(trashed.len(), 1, "sidecar kept in the trash");
+    let kept: Value = serde_json::from_str(&std::fs::read_to_string(&trashed[0]).unwrap()).unwrap();
+    assert_eq!(kept["hash"], sha(b"short-lived"));
+}
+
+#[test]
+fn a_burst_of_200_files_is_registered_exactly_once_each() {
+    let env = TestEnv::new();
+    let mut w = Watcher::ready(&env, &[]);
+    for i in 0..200 {
+        env.write(&format!("assets/burst/{:02}/f{i:03}.dat", i % 10), format!("file {i}").as_bytes());
+    }
+    w.wait_until(&env, "200 registrations", |all| {
+        (all.iter().filter(|e| e["event"] == "on_asset_registered").count() >= 200).then_some(())
+    });
+    barrier(&mut w, &env, "marker.txt");
+    let all = history(&env);
+    for i in 0..200 {
+        let rel = format!("burst/{:02}/f{i:03}.dat", i % 10);
+        let n = all.iter().filter(|e| e["event"] == "on_asset_registered" && e["data"]["path"] == rel.as_str()).count();
+        assert_eq!(n, 1, "{rel} registered {n} times");
+        assert_eq!(sidecar(&env, &rel)["hash"], sha(format!("file {i}").as_bytes()));
+    }
+}
+
+#[test]
+fn a_person_editing_a_sidecar_is_validated_and_never_overwritten() {
+    let env = TestEnv::new();
+    let mut w = Watcher::ready(&env, &[]);
+    env.write("assets/a.png", b"a");
+    w.wait_for(&env, "registration", is("on_asset_registered", "a.png"));
+    let mut s = sidecar(&env, "a.png");
+    s["tags"] = serde_json::json!(["forest"]);
+    std::fs::write(env.path("assets/a.png.asset.json"), serde_json::to_vec_pretty(&s).unwrap()).unwrap();
+    let e = w.wait_for(&env, "valid edit", is("on_asset_meta_updated", "a.png"));
+    assert_eq!(e["data"]["meta"]["tags"], serde_json::json!(["forest"]), "{e}");
+
+    // An invalid edit: reported with the field, the file left exactly as the person wrote it.
+    s["tags"] = serde_json::json!(5);
+    let broken = serde_json::to_vec_pretty(&s).unwrap();
+    std::fs::write(env.path("assets/a.png.asset.json"), &broken).unwrap();
+    let e = w.wait_for(&env, "invalid edit", |e| e["event"] == "obs.sidecar_invalid");
+    assert_eq!(e["data"]["field"], "tags", "{e}");
+    assert!(e["data"]["sidecar"].as_str().unwrap().ends_with("a.png.asset.json"), "{e}");
+    // The watcher keeps running and has not touched the file.
+    barrier(&mut w, &env, "still-alive.txt");
+    assert_eq!(std::fs::read(env.path("assets/a.png.asset.json")).unwrap(), broken);
+}
+
+#[test]
+fn killed_mid_burst_then_restarted_every_file_has_a_correct_sidecar_and_a_registration() {
+    let env = TestEnv::new();
+    let mut w = Watcher::ready(&env, &[]);
+    let n = 300;
+    for i in 0..n {
+        env.write(&format!("assets/k/f{i:03}.dat"), format!("content {i} {}", "x".repeat(i * 7)).as_bytes());
+    }
+    // Kill as soon as the first registrations land (mid-burst, as far as the watcher is concerned).
+    w.wait_until(&env, "first registrations", |all| {
+        all.iter().any(|e| e["event"] == "on_asset_registered").then_some(())
+    });
+    w.signal("-KILL");
+    w.wait_exit();
+    drop(w);
+    let mut w = Watcher::ready(&env, &[]);
+    w.wait_until(&env, "every registration", |all| {
+        (0..n)
+            .all(|i| {
+                let rel = format!("k/f{i:03}.dat");
+                all.iter().any(|e| e["event"] == "on_asset_registered" && e["data"]["path"] == rel.as_str())
+            })
+            .then_some(())
+    });
+    for i in 0..n {
+        let rel = format!("k/f{i:03}.dat");
+        let s = sidecar(&env, &rel);
+        assert_eq!(s["hash"], sha(format!("content {i} {}", "x".repeat(i * 7)).as_bytes()), "{rel}");
+    }
+    let leftovers = find(&env.path("assets"), ".tmp");
+    assert!(leftovers.iter().all(|p| p.file_name().unwrap().to_string_lossy().starts_with('.')), "{leftovers:?}");
+}
+
+#[test]
+fn sigterm_stops_cleanly_with_exit_code_0() {
+    let env = TestEnv::new();
+    let mut w = Watcher::ready(&env, &[]);
+    env.write("assets/x.png", b"x");
+    w.wait_for(&env, "registration", is("on_asset_registered", "x.png"));
+    w.signal("-TERM");
+    assert_eq!(w.wait_exit(), 0, "stderr:\n{}", w.stderr());
+    assert!(w.stderr().contains("watch stopped"), "{}", w.stderr());
+    // The lock is released: a new watcher starts.
+    let _again = Watcher::ready(&env, &[]);
+}
+
+#[test]
+fn polling_mode_is_reported_and_works() {
+    let env = TestEnv::new();
+    env.write("config/comfyvn.json", r#"{"obs": {"watch": {"poll_interval_ms": 200}}}"#);
+    let mut w = Watcher::ready(&env, &["--poll"]);
+    let started = history(&env).into_iter().find(|e| e["event"] == "obs.watch_started").unwrap();
+    assert_eq!(started["data"]["mode"], "polling", "{started}");
+    env.write("assets/p.png", b"polled");
+    w.wait_for(&env, "registration", is("on_asset_registered", "p.png"));
+    std::fs::rename(env.path("assets/p.png"), env.path("assets/q.png")).unwrap();
+    let e = w.wait_for(&env, "move", is("on_asset_meta_updated", "q.png"));
+    assert_eq!(e["data"]["previous_path"], "p.png", "a poller's delete+create is still a move");
+    // The poller sees the tool's own sidecar writes like anyone's: they must not come back as edits.
+    barrier_after(&mut w, &env, "marker.txt", 700);
+    let all = history(&env);
+    let updates = all.iter().filter(|e| e["event"] == "on_asset_meta_updated").count();
+    assert_eq!(updates, 1, "{all:#?}");
+    assert!(events(&all, "on_asset_removed", "p.png").is_empty());
+}
+
+#[test]
+fn files_present_at_start_are_reconciled_and_counted() {
+    let env = TestEnv::new();
+    env.write("assets/a.png", b"a");
+    env.write("assets/b.png", b"b");
+    env.write("assets/dl.zip.part", b"partial");
+    // Make them older than the settle window so the reconcile takes them at once.
+    std::thread::sleep(Duration::from_millis(SETTLE_MS.parse::<u64>().unwrap() + 50));
+    let mut w = Watcher::ready(&env, &[]);
+    let rescan = history(&env).into_iter().find(|e| e["event"] == "obs.watch_rescanned").unwrap();
+    assert_eq!(rescan["data"]["reason"], "start");
+    assert_eq!(rescan["data"]["registered"], 2, "{rescan}");
+    w.wait_for(&env, "a", is("on_asset_registered", "a.png"));
+    assert!(!env.path("assets/dl.zip.part.asset.json").exists());
+}
+
+#[test]
+fn a_second_watcher_on_the_same_root_is_refused() {
+    let env = TestEnv::new();
+    let _w = Watcher::ready(&env, &[]);
+    let r = env.run(&["watch"]).code(2);
+    assert!(r.stderr.contains("another watcher"), "{}", r.stderr);
+}
+
+#[test]
+fn explain_names_the_rule_that_decides() {
+    let env = TestEnv::new();
+    std::fs::create_dir_all(env.path("assets/chars")).unwrap();
+    let r = env.run(&["watch", "--explain", "assets/chars/hero.png"]).ok();
+    assert!(r.stdout.contains("watched (an asset)"), "{}", r.stdout);
+    let r = env.run(&["watch", "--explain", "assets/dl/pack.zip.part"]).code(1);
+    assert!(r.stdout.contains("not watched") && r.stdout.contains("\"*.part\""), "{}", r.stdout);
+    let r = env.run(&["watch", "--explain", "logs/hooks/history.jsonl", "--json"]).code(1);
+    let v = r.json();
+    assert_eq!(v["rule"], "outside-roots", "{v}");
+    let r = env.run(&["watch", "--explain", "assets/chars/_meta/notes.txt", "--json"]).code(1);
+    assert_eq!(r.json()["rule"], "ignore-glob");
+    let r = env.run(&["watch", "--explain", "assets/chars/hero.png.asset.json", "--json"]).ok();
+    assert_eq!(r.json()["class"], "sidecar");
+}
+
+#[test]
+fn a_watched_folder_outside_the_assets_root_is_a_clear_error() {
+    let env = TestEnv::new();
+    std::fs::create_dir_all(env.path("elsewhere")).unwrap();
+    let r = env.run(&["watch", "--dir", "elsewhere"]).code(2);
+    assert!(r.stderr.contains("not inside the assets root") && r.stderr.contains("hint:"), "{}", r.stderr);
+}
+
+#[test]
+fn a_journal_left_by_a_killed_watcher_is_replayed_at_the_next_start() {
+    let env = TestEnv::new();
+    let mut w = Watcher::ready(&env, &[]);
+    env.write("assets/j.png", b"journaled");
+    w.wait_for(&env, "registration", is("on_asset_registered", "j.png"));
+    w.signal("-TERM");
+    assert_eq!(w.wait_exit(), 0);
+    // As if killed after writing the sidecar and before appending the events.
+    let abs = env.path("assets/j.png").canonicalize().unwrap();
+    let journal = serde_json::json!({
+        "schema": 1,
+        "pid": 1,
+        "actions": [{"action": "register", "path": abs, "hash": sha(b"journaled"), "bytes": 9}],
+    });
+    env.write("data/watch/pending.json", serde_json::to_vec(&journal).unwrap());
+    let mut w = Watcher::ready(&env, &[]);
+    w.wait_until(&env, "replayed registration", |all| {
+        (events(all, "on_asset_registered", "j.png").len() == 2).then_some(())
+    });
+    assert!(!env.path("data/watch/pending.json").exists(), "journal cleared after the replay");
+}
