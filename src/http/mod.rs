@@ -57,13 +57,21 @@ pub struct AppState {
     pub dev_mode: bool,
     /// Telemetry, following consent changes made in `config/comfyvn.json` by any process.
     pub telemetry: routes::telemetry::LiveTelemetry,
+    /// The asset registry and its in-memory index (kept current by the API's writes and by following
+    /// the hook history).
+    pub assets: Arc<routes::assets::Assets>,
 }
 
 impl AppState {
     pub fn new(paths: Paths, config: Config) -> Result<AppState> {
         let bus = Bus::open(&paths, &config)?;
         let telemetry = routes::telemetry::LiveTelemetry::new(&paths, &config);
-        Ok(AppState { paths, config, bus, dev_mode: false, telemetry })
+        // Events appended while the index is built are replayed by the follower (applying one twice
+        // is harmless), so nothing falls between the build and the follow.
+        let after = bus.history.last_seq()?;
+        let assets = Arc::new(routes::assets::Assets::open(&paths, &config)?);
+        assets.follow_history(&bus.history, after)?;
+        Ok(AppState { paths, config, bus, dev_mode: false, telemetry, assets })
     }
 }
 

@@ -1,6 +1,6 @@
 //! Golden contract tests: one fixed scenario driven through the real server (consent, telemetry
-//! recording, hook emits and history, crashes, the diagnostics zip, error envelopes, providers, webhook
-//! registration), each response
+//! recording, hook emits and history, crashes, the diagnostics zip, error envelopes, asset register,
+//! upload, listing with filters, download and delete, providers, webhook registration), each response
 //! normalised (timestamps, ids, paths, ports, versions → placeholders) and compared with the checked-in
 //! `tests/golden/<section>.json`. Existing scripts parse these answers with `jq`, so any change in a key,
 //! its order, a status code or a content type shows up here as a diff.
@@ -482,6 +482,56 @@ fn http_golden_scenario() {
         b"{}",
     );
     s.note("not JSON content type", json!({"status": r.status, "body": r.json()}));
+
+    s.section("assets");
+    let hero = env.write("incoming/hero.png", "golden hero bytes");
+    s.call(
+        "register (copied into the assets root)",
+        "POST",
+        "/assets/register",
+        Some(json!({"path": hero, "asset_type": "characters",
+            "metadata": {"tags": ["Hero", "main"], "license": "CC-BY-4.0", "mood": "brave"}})),
+    );
+    let form = crate::http_assets::multipart(&[
+        ("file", Some("sky.png"), b"golden sky bytes"),
+        ("asset_type", None, b"backgrounds"),
+        ("dest_path", None, b"backgrounds/day/sky.png"),
+        ("metadata", None, br#"{"tags": ["sky", "Main"], "license": "CC0-1.0", "provenance": {"source": "studio"}}"#),
+    ]);
+    let r = crate::http_assets::upload(s.srv, &form, &[("X-Request-ID", "golden-upload")]);
+    s.note("upload (multipart)", json!({"status": r.status, "body": r.json()}));
+    let sky = r.json()["asset"]["uid"].as_str().unwrap_or_default().to_string();
+    let r = crate::http_assets::upload(
+        s.srv,
+        &crate::http_assets::multipart(&[("file", Some("x.png"), b"x"), ("metadata", None, b"{oops")]),
+        &[("X-Request-ID", "golden-upload")],
+    );
+    s.note("upload with bad metadata JSON", json!({"status": r.status, "body": r.json()}));
+    s.call("list", "GET", "/assets", None);
+    s.call("list with tags (all of, case-insensitive)", "GET", "/assets/?tags=MAIN,sky", None);
+    s.call("list by license", "GET", "/assets?license=cc-by-4.0", None);
+    s.call("list by type and q, paged", "GET", "/assets?type=characters&q=HERO&limit=1&offset=0", None);
+    s.call("limit out of range", "GET", "/assets?limit=1001", None);
+    s.call("detail", "GET", &format!("/assets/{sky}"), None);
+    s.call("sidecar", "GET", &format!("/assets/{sky}/sidecar"), None);
+    let dl = s.call("download", "GET", &format!("/assets/{sky}/download"), None);
+    s.note("downloaded bytes", json!(String::from_utf8_lossy(&dl.body)));
+    s.call("unknown uid", "GET", "/assets/0000000000000000", None);
+    s.call(
+        "register with a traversing dest_path",
+        "POST",
+        "/assets/register",
+        Some(json!({"path": hero, "dest_path": "../outside.png"})),
+    );
+    s.call(
+        "register a missing file",
+        "POST",
+        "/assets/register",
+        Some(json!({"path": env.path("incoming/missing.png")})),
+    );
+    s.call("delete", "DELETE", &format!("/assets/{sky}"), None);
+    s.call("list after the delete", "GET", "/assets", None);
+    s.call("the hook events of these writes", "GET", "/api/modder/hooks/history?limit=7", None);
 
     s.section("providers");
     s.call("provider registry, secrets masked", "GET", "/api/providers", None);

@@ -9,6 +9,7 @@ mod crash;
 mod doctor;
 mod hooks;
 mod http;
+mod http_assets;
 mod http_fuzz;
 mod http_golden;
 mod http_routes;

@@ -5,6 +5,7 @@
 //! Adding a group: write `src/http/routes/<group>.rs` with `pub fn routes() -> Vec<Route>` and add a
 //! `pub mod <group>;` line and a `routes.extend(<group>::routes());` line below.
 
+pub mod assets;
 pub mod audit;
 pub mod crashes;
 pub mod health;
@@ -27,6 +28,7 @@ pub fn table(settings: &ServeSettings) -> Vec<Route> {
     routes.extend(telemetry::routes());
     routes.extend(crashes::routes());
     routes.extend(providers::routes());
+    routes.extend(assets::routes());
     routes.extend(super::openapi::routes());
     if settings.test_panic_route {
         routes.push(test_panic_route());
