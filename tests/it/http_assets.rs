@@ -439,3 +439,30 @@ fn with_a_token_asset_writes_need_the_bearer() {
     let r = srv.request("DELETE", &format!("/assets/{uid}"), &[("Authorization", "Bearer tok")], b"");
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+#[test]
+fn files_dropped_while_serving_reach_the_listing_through_the_watcher() {
+    let env = TestEnv::new();
+    std::fs::create_dir_all(env.path("assets/bg")).unwrap();
+    let srv = Served::start_watching(&env);
+    env.write("assets/bg/dropped.png", b"dropped pixels");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while items(&srv.get("/assets?type=bg")).is_empty() {
+        assert!(Instant::now() < deadline, "the watched file never reached GET /assets");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let a = srv.get("/assets?type=bg").json()["items"][0].clone();
+    assert_eq!((a["path"].clone(), a["bytes"].clone()), (json!("bg/dropped.png"), json!(14)));
+    // An upload and a registration next to it are not registered a second time by the watcher seeing
+    // their files appear.
+    let r = upload(&srv, &multipart(&[("file", Some("up.png"), b"uploaded"), ("dest_path", None, b"bg/up.png")]), &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let src = env.write("in/reg.png", "registered");
+    let r = register(&srv, json!({"path": src, "dest_path": "bg/reg.png"}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Give the watcher time to see both files appear (settle is 500 ms).
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(items(&srv.get("/assets?type=bg")), ["bg/dropped.png", "bg/reg.png", "bg/up.png"]);
+    let registered = history_events(&env).iter().filter(|e| *e == "on_asset_registered").count();
+    assert_eq!(registered, 3, "{}", env.read("logs/hooks/history.jsonl"));
+}

@@ -1,6 +1,7 @@
 //! The asset routes (DESIGN §6, §9): `GET /assets` (filters, paging), detail, sidecar, download with the
 //! license/provenance guard (451), `POST /assets/register`, `POST /assets/upload` (multipart, streamed to
-//! a temp file inside the assets root and renamed into place) and `DELETE /assets/{uid}` (to the trash).
+//! a temp file inside the assets root and renamed into place after its sidecar was written, so the
+//! watcher never registers it a second time) and `DELETE /assets/{uid}` (to the trash).
 //!
 //! [`Assets`] holds the registry handle and the in-memory [`Index`] behind a `RwLock`: built once at
 //! start, updated right after each write made here, and kept in step with every other writer (the
@@ -545,16 +546,18 @@ fn register(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
     let opts = options(body.metadata.unwrap_or_default(), body.asset_type.clone(), origin)
         .map_err(|(f, m)| ApiError::validation(&f, &m))?;
     let assets = &state.assets;
-    let _writing = assets.writes.lock().unwrap_or_else(PoisonError::into_inner);
-    let outcome = if copy {
+    let (asset, events) = if copy {
         let dest = match body.dest_path.as_deref() {
             Some(d) => dest_rel(d)?,
             None => {
                 default_dest(body.asset_type.as_deref(), &source.file_name().unwrap_or_default().to_string_lossy())?
             }
         };
-        let index = assets.read();
-        assets.registry.import(&source, &dest, &opts, &|u| index.contains_uid(u))
+        // Copied into a temp file inside the root first (outside the write lock: it may be large),
+        // then placed like an upload.
+        let temp = copy_to_temp(&source, assets.registry.root())?;
+        let _writing = assets.writes.lock().unwrap_or_else(PoisonError::into_inner);
+        ingest(assets, temp, &dest, &opts)?
     } else {
         if body.dest_path.is_some() {
             return Err(ApiError::bad_request(
@@ -563,12 +566,23 @@ fn register(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
             .with_details(json!({"field": "dest_path"})));
         }
         let rel = assets.registry.locate(&source).map_err(|e| registry_error(e.into()))?;
+        let _writing = assets.writes.lock().unwrap_or_else(PoisonError::into_inner);
         let index = assets.read();
-        assets.registry.register(&rel, &opts, &|u| index.contains_uid(u))
-    }
-    .map_err(registry_error)?;
-    publish(state, &outcome.events)?;
-    Ok(Reply::json(&json!({"ok": true, "asset": registry::record(&outcome.asset)})))
+        let outcome = assets.registry.register(&rel, &opts, &|u| index.contains_uid(u)).map_err(registry_error)?;
+        (outcome.asset, outcome.events)
+    };
+    publish(state, &events)?;
+    Ok(Reply::json(&json!({"ok": true, "asset": registry::record(&asset)})))
+}
+
+/// Stream `source` into a new temp file inside the assets root.
+fn copy_to_temp(source: &Path, root: &Path) -> Result<crate::fs::TempFile, ApiError> {
+    let mut from =
+        File::open(source).map_err(|e| ApiError::bad_request(&format!("cannot read {}: {e}", source.display())))?;
+    let mut temp = crate::fs::TempFile::create_in(root, "register").map_err(ApiError::internal)?;
+    std::io::copy(&mut from, &mut temp)
+        .map_err(|e| ApiError::internal(anyhow::Error::new(e).context(format!("cannot copy {}", source.display()))))?;
+    Ok(temp)
 }
 
 fn delete(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
@@ -632,14 +646,10 @@ fn upload(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
         Some(d) => dest_rel(d)?,
         None => default_dest(form.asset_type.as_deref(), &file_name)?,
     };
-    let assets = &state.assets;
-    let _writing = assets.writes.lock().unwrap_or_else(PoisonError::into_inner);
-    place(&assets.registry, temp, &dest)?;
-    let index = assets.read();
-    let outcome = assets.registry.register(&dest, &opts, &|u| index.contains_uid(u)).map_err(registry_error)?;
-    drop(index);
-    publish(state, &outcome.events)?;
-    Ok(Reply::json(&json!({"ok": true, "asset": registry::record(&outcome.asset)})))
+    let _writing = state.assets.writes.lock().unwrap_or_else(PoisonError::into_inner);
+    let (asset, events) = ingest(&state.assets, temp, &dest, &opts)?;
+    publish(state, &events)?;
+    Ok(Reply::json(&json!({"ok": true, "asset": registry::record(&asset)})))
 }
 
 /// Read the multipart body: the `file` part streams to a temp file in the assets root, text fields
@@ -737,15 +747,23 @@ impl Write for Sink {
     }
 }
 
-/// Move the uploaded temp file to `dest`: every existing folder on the way must be a real folder (no
-/// symbolic link can take the file out of the root), and an existing file is kept when it has the same
-/// content (409 otherwise). The rename never replaces a file.
-fn place(registry: &Registry, temp: crate::fs::TempFile, dest: &RelPath) -> Result<(), ApiError> {
+/// Put the file in `temp` at `dest` and register it. Every existing folder on the way must be a real
+/// folder (no symbolic link can take the file out of the root); an existing file is kept when it has
+/// the same content (409 otherwise); nothing is ever replaced.
+///
+/// For a new asset the sidecar is written first and the file renamed into place after it: a watcher
+/// that sees the file appear finds it already described, so it is registered once, not twice.
+fn ingest(
+    assets: &Assets,
+    temp: crate::fs::TempFile,
+    dest: &RelPath,
+    opts: &RegisterOptions,
+) -> Result<(Sidecar, Vec<RegistryEvent>), ApiError> {
+    let registry = &assets.registry;
     if registry.rules().ignores_path(dest) {
         return Err(bad_dest(&format!("{dest} is hidden or matched by obs.assets.ignore, so it cannot be an asset")));
     }
-    let root = registry.root();
-    let mut dir = root.to_path_buf();
+    let mut dir = registry.root().to_path_buf();
     for part in dest.dirs() {
         dir.push(part);
         if let Ok(m) = std::fs::symlink_metadata(&dir) {
@@ -754,23 +772,55 @@ fn place(registry: &Registry, temp: crate::fs::TempFile, dest: &RelPath) -> Resu
             }
         }
     }
+    let internal = |e: std::io::Error| ApiError::internal(e.into());
     let target = registry.abs(dest);
-    let same_content = |target: &Path| -> Result<bool, ApiError> {
-        let meta = std::fs::symlink_metadata(target).map_err(|e| ApiError::internal(e.into()))?;
+    let register_in_place = |rel: &RelPath| {
+        let index = assets.read();
+        registry.register(rel, opts, &|u| index.contains_uid(u)).map(|o| (o.asset, o.events)).map_err(registry_error)
+    };
+    if let Ok(meta) = std::fs::symlink_metadata(&target) {
         if !meta.is_file() {
             return Err(bad_dest(&format!("{dest} exists and is not a regular file")));
         }
-        let (a, _) = crate::digest::sha256_file(target).map_err(|e| ApiError::internal(e.into()))?;
-        let (b, _) = crate::digest::sha256_file(temp.path()).map_err(|e| ApiError::internal(e.into()))?;
-        Ok(a == b)
-    };
-    if std::fs::symlink_metadata(&target).is_ok() {
-        return if same_content(&target)? { Ok(()) } else { Err(exists(dest)) };
+        let (existing, _) = crate::digest::sha256_file(&target).map_err(internal)?;
+        let (incoming, _) = crate::digest::sha256_file(temp.path()).map_err(internal)?;
+        return if existing == incoming { register_in_place(dest) } else { Err(exists(dest)) };
     }
+    let sidecar = registry.sidecar_abs(dest);
+    if std::fs::symlink_metadata(&sidecar).is_ok() {
+        // An orphan sidecar waits for this file: place it, then let the registry merge into it.
+        place(temp, &target, dest)?;
+        return register_in_place(dest);
+    }
+    let (hash, bytes) = crate::digest::sha256_file(temp.path()).map_err(internal)?;
+    let asset = {
+        let index = assets.read();
+        let uid = registry::assign_uid(&hash, dest, &|u| index.contains_uid(u));
+        registry::new_sidecar(dest, &hash, bytes, uid, opts)
+    };
+    let change = registry::Change { rel: dest.clone(), asset: asset.clone(), previous: None };
+    let events = match registry.write_batch(std::slice::from_ref(&change)).pop() {
+        Some(Ok(events)) => events,
+        Some(Err(e)) if std::fs::symlink_metadata(&sidecar).is_ok() => {
+            return Err(ApiError::new(409, &format!("{}: {e:#}", dest.sidecar())))
+        }
+        Some(Err(e)) => return Err(ApiError::internal(e)),
+        None => return Err(ApiError::internal(anyhow::anyhow!("no result for the sidecar of {dest}"))),
+    };
+    if let Err(e) = place(temp, &target, dest) {
+        // The sidecar just written describes a file that did not arrive: take it back (it holds no
+        // human metadata yet).
+        let _ = std::fs::remove_file(&sidecar);
+        return Err(e);
+    }
+    Ok((asset, events))
+}
+
+/// Rename the temp file to `target` without replacing anything (409 when a file got there first).
+fn place(temp: crate::fs::TempFile, target: &Path, dest: &RelPath) -> Result<(), ApiError> {
     let temp_path = temp.path().to_path_buf();
-    match temp.persist_new(&target) {
+    match temp.persist_new(target) {
         Ok(true) => Ok(()),
-        // Appeared meanwhile; the temp file is gone, so compare by hash is no longer possible.
         Ok(false) => Err(exists(dest)),
         Err(e) => Err(ApiError::internal(e.context(format!("cannot move {} into place", temp_path.display())))),
     }
