@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{json, Map, Value};
 
 use crate::config::Config;
@@ -39,7 +40,7 @@ const FOLLOW_POLL: Duration = Duration::from_millis(200);
 /// The registry as the server sees it.
 pub struct Assets {
     pub registry: Registry,
-    index: Arc<RwLock<Index>>,
+    index: RwLock<Index>,
     /// Serialises the writes made through the API, so the uid check and the index update of one
     /// registration never interleave with another's.
     writes: Mutex<()>,
@@ -64,7 +65,7 @@ impl Assets {
         tracing::debug!(assets = index.len(), "asset index built");
         Ok(Assets {
             registry,
-            index: Arc::new(RwLock::new(index)),
+            index: RwLock::new(index),
             writes: Mutex::new(()),
             policy: Policy::new(&config.obs.audit.licenses),
             require_provenance: config.obs.audit.require_provenance,
@@ -101,6 +102,7 @@ impl Assets {
     /// Re-read the sidecars named by asset hook events (from any process).
     fn sync_from(&self, envelopes: &[Envelope]) {
         let mut touched: Vec<(String, String)> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
         for e in envelopes {
             if !e.event.starts_with("on_asset_") {
                 continue;
@@ -108,7 +110,7 @@ impl Assets {
             let field = |k: &str| e.data.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
             let path = Some(field("path")).filter(|p| !p.is_empty()).unwrap_or_else(|| field("rel_path"));
             let uid = field("uid");
-            if !uid.is_empty() && !path.is_empty() && !touched.contains(&(uid.clone(), path.clone())) {
+            if !uid.is_empty() && !path.is_empty() && seen.insert((uid.clone(), path.clone())) {
                 touched.push((uid, path));
             }
         }
@@ -318,8 +320,65 @@ fn list(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
     };
     let index = state.assets.read();
     let page = index.query(&query);
-    let items: Vec<Value> = page.items.iter().map(|a| registry::record(a)).collect();
-    Ok(Reply::json(&json!({"ok": true, "items": items, "total": page.total})))
+    let items: Vec<RecordRef<'_>> = page.items.iter().map(|a| RecordRef(a)).collect();
+    Ok(Reply::json(&Listing { ok: true, items, total: page.total }))
+}
+
+/// The body of `GET /assets`.
+#[derive(Serialize)]
+struct Listing<'a> {
+    ok: bool,
+    items: Vec<RecordRef<'a>>,
+    total: usize,
+}
+
+/// [`registry::record`], serialised straight from the sidecar instead of through a `Value` per record:
+/// building 200 `Value` maps (allocations and key hashing) was most of a listing's time. A test keeps
+/// the two byte-for-byte identical.
+struct RecordRef<'a>(&'a Sidecar);
+
+impl Serialize for RecordRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let a = self.0;
+        let sidecar = format!("{}{}", a.path, registry::SUFFIX);
+        let mut m = s.serialize_map(Some(9))?;
+        m.serialize_entry("uid", &a.uid)?;
+        m.serialize_entry("type", &a.asset_type)?;
+        m.serialize_entry("hash", &a.hash)?;
+        m.serialize_entry("bytes", &a.bytes)?;
+        m.serialize_entry("path", &a.path)?;
+        m.serialize_entry("sidecar", &sidecar)?;
+        m.serialize_entry("meta", &MetaRef(a))?;
+        m.serialize_entry("links", &LinksRef { file: &a.path, sidecar: &sidecar })?;
+        m.serialize_entry("created_at", &a.created_at)?;
+        m.end()
+    }
+}
+
+/// `Sidecar::record_meta`: `tags`, `license`, `origin`, `version`, then the sidecar's own `meta` keys
+/// (which never override those four).
+struct MetaRef<'a>(&'a Sidecar);
+
+impl Serialize for MetaRef<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        const FIXED: [&str; 4] = ["tags", "license", "origin", "version"];
+        let a = self.0;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("tags", &a.tags)?;
+        m.serialize_entry("license", &a.license)?;
+        m.serialize_entry("origin", &a.origin)?;
+        m.serialize_entry("version", &a.version)?;
+        for (k, v) in a.meta.iter().filter(|(k, _)| !FIXED.contains(&k.as_str())) {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+#[derive(Serialize)]
+struct LinksRef<'a> {
+    file: &'a str,
+    sidecar: &'a str,
 }
 
 /// The indexed asset with this uid.
@@ -858,6 +917,26 @@ mod tests {
         assert_eq!(field, "metadata.tags");
         let (field, _) = options(json!({"license": 5}).as_object().unwrap().clone(), None, "x").unwrap_err();
         assert_eq!(field, "metadata.license");
+    }
+
+    #[test]
+    fn listing_records_are_the_registry_records() {
+        let rel = RelPath::parse("characters/hero.png").unwrap();
+        let mut opts = options(
+            json!({"tags": ["Hero"], "license": "MIT", "mood": "brave", "version": 9, "tags_extra": [1]})
+                .as_object()
+                .unwrap()
+                .clone(),
+            Some("characters".into()),
+            "upload",
+        )
+        .unwrap();
+        opts.meta.insert("origin".into(), json!("shadowed"));
+        let a = registry::new_sidecar(&rel, &"ab".repeat(32), 12, "u1".into(), &opts);
+        let bare = registry::new_sidecar(&rel, &"cd".repeat(32), 0, "u2".into(), &RegisterOptions::default());
+        for s in [&a, &bare] {
+            assert_eq!(serde_json::to_string(&RecordRef(s)).unwrap(), registry::record(s).to_string());
+        }
     }
 
     #[test]
