@@ -4,8 +4,8 @@
 # Runs `wrk -t2 -c32 -d10s` on loopback against a release `comfyvn-obs serve` and, in the same run, a
 # bare tiny_http server (examples/baseline_http.rs) on the same number of workers, then prints
 # requests/s, latency percentiles and the ratio to the baseline. Also: history reads with a 1,000,000
-# line history (p99), a normal request while 200 idle keep-alive connections are open, and the
-# server's peak RSS. Routes that this build does not serve (404) are reported as skipped.
+# line history (p99), `/assets?tag=x` over a 20,000-asset tree, a normal request while 200 idle
+# keep-alive connections are open, and the server's peak RSS (history and asset index both loaded). Routes that this build does not serve (404) are reported as skipped.
 #
 # Usage: benches/http.sh            (DURATION=10s CONNECTIONS=32 THREADS=2 WORKERS=8 to override)
 # wrk is installed with apt-get when missing and possible; otherwise the bench is skipped.
@@ -17,6 +17,7 @@ CONNECTIONS=${CONNECTIONS:-32}
 THREADS=${THREADS:-2}
 WORKERS=${WORKERS:-8}
 HISTORY_LINES=${HISTORY_LINES:-1000000}
+ASSETS=${ASSETS:-20000}
 
 if ! command -v wrk >/dev/null 2>&1; then
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
@@ -90,6 +91,32 @@ awk -v n="$HISTORY_LINES" 'BEGIN { for (i = 1; i <= n; i++)
   printf "{\"seq\":%d,\"event\":\"on_scene_enter\",\"ts\":1790000000.%06d,\"data\":{\"scene_id\":\"s%d\",\"node\":\"n%d\"}}\n", i, i % 1000000, i % 97, i }' \
   >"$ROOT/logs/hooks/history.jsonl"
 
+# A 20,000-asset tree with sidecars (every 100th asset tagged `x`, so `/assets?tag=x` fills one
+# default page of 200), written directly in the sidecar format.
+echo "writing ${ASSETS}-asset tree…" >&2
+python3 - "$ROOT/assets" "$ASSETS" <<'PY'
+import hashlib, json, os, sys
+root, n = sys.argv[1], int(sys.argv[2])
+types = ["characters", "backgrounds", "audio", "props", "ui"]
+for i in range(n):
+    t = types[i % len(types)]
+    rel = f"{t}/pack{i % 40:02d}/asset{i:05d}.png"
+    data = f"asset {i} ".encode() * (1 + i % 7)
+    path = os.path.join(root, rel)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data)
+    h = hashlib.sha256(data).hexdigest()
+    tags = [t, f"pack{i % 40:02d}"] + (["x"] if i % 100 == 0 else [])
+    side = {"schema": 1, "uid": h[:16], "type": t, "path": rel, "hash": h, "bytes": len(data),
+            "tags": tags, "license": "CC-BY-4.0" if i % 3 else "MIT", "origin": "bench", "version": 1,
+            "created_at": "2026-01-01T00:00:00.000000Z", "updated_at": "2026-01-01T00:00:00.000000Z",
+            "meta": {"note": f"bench asset {i}"}, "provenance": {"source": "bench"}}
+    with open(path + ".asset.json", "w") as f:
+        json.dump(side, f, indent=2)
+        f.write("\n")
+PY
+
 launch "$WORK/serve.log" env COMFYVN_RUNTIME_ROOT="$ROOT" "$BIN" -q serve --bind 127.0.0.1:0 --no-watch --workers "$WORKERS"
 SERVE_PID=$!
 launch "$WORK/base.log" "$BASE" 127.0.0.1:0 "$WORKERS"
@@ -137,5 +164,5 @@ EOF
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 rss_kb=$(awk '/VmRSS/ {print $2}' "/proc/$SERVE_PID/status" 2>/dev/null || echo 0)
 hwm_kb=$(awk '/VmHWM/ {print $2}' "/proc/$SERVE_PID/status" 2>/dev/null || echo 0)
-printf '%-44s %10s MiB RSS after start, %s MiB at the end, %s MiB peak (%s-line history)\n' "serve" \
-  "$(mib "$rss_start_kb")" "$(mib "$rss_kb")" "$(mib "$hwm_kb")" "$HISTORY_LINES"
+printf '%-44s %10s MiB RSS after start, %s MiB at the end, %s MiB peak (%s-line history, %s assets)\n' "serve" \
+  "$(mib "$rss_start_kb")" "$(mib "$rss_kb")" "$(mib "$hwm_kb")" "$HISTORY_LINES" "$ASSETS"

@@ -310,9 +310,91 @@ impl Dir {
     }
 }
 
+/// A file that arrives as a stream (an upload), written under a hidden temp name in a folder and
+/// renamed into place by [`TempFile::persist_new`]. Dropped without persisting (a failed or cut
+/// upload), it is removed, so a partial file never appears under a real name.
+#[derive(Debug)]
+pub struct TempFile {
+    file: File,
+    path: PathBuf,
+    persisted: bool,
+}
+
+impl TempFile {
+    /// A new empty temp file in `dir` (created when missing), named like the other temp files
+    /// (`.<stem>.tmp<pid>-<n>`, hidden, so scans and the watcher ignore it).
+    pub fn create_in(dir: &Path, stem: &str) -> Result<TempFile> {
+        ensure_dir(dir)?;
+        let path = temp_path(&dir.join(stem));
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(TempFile { file, path, persisted: false })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// fsync, then rename to `target` (creating its parent) unless `target` exists: `Ok(false)` and
+    /// the temp file is removed then. Never replaces a file.
+    pub fn persist_new(mut self, target: &Path) -> Result<bool> {
+        self.file.sync_all().with_context(|| format!("cannot write {}", self.path.display()))?;
+        ensure_parent(target)?;
+        self.persisted = true;
+        let staged = Staged { tmp: self.path.clone(), target: target.to_path_buf() };
+        let placed = staged.commit_new()?;
+        if placed {
+            if let Some(dir) = target.parent() {
+                sync_dir(dir);
+            }
+        }
+        Ok(placed)
+    }
+}
+
+impl Write for TempFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.file.write(buf)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.persisted {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn temp_files_are_removed_unless_persisted_and_never_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = TempFile::create_in(dir.path(), "upload").unwrap();
+        t.write_all(b"partial").unwrap();
+        let tmp = t.path().to_path_buf();
+        assert!(tmp.file_name().unwrap().to_string_lossy().starts_with(".upload.tmp"));
+        drop(t);
+        assert!(!tmp.exists());
+        let mut t = TempFile::create_in(dir.path(), "upload").unwrap();
+        t.write_all(b"whole").unwrap();
+        assert!(t.persist_new(&dir.path().join("a/b.bin")).unwrap());
+        assert_eq!(std::fs::read(dir.path().join("a/b.bin")).unwrap(), b"whole");
+        let mut t = TempFile::create_in(dir.path(), "upload").unwrap();
+        t.write_all(b"other").unwrap();
+        assert!(!t.persist_new(&dir.path().join("a/b.bin")).unwrap());
+        assert_eq!(std::fs::read(dir.path().join("a/b.bin")).unwrap(), b"whole");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
+    }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp_files() {

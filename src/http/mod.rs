@@ -13,6 +13,7 @@
 // the response I/O dwarfs a move; boxing it would cost every handler's ergonomics for nothing.
 #![allow(clippy::result_large_err)]
 
+pub mod multipart;
 pub mod openapi;
 pub mod request;
 pub mod response;
@@ -54,12 +55,23 @@ pub struct AppState {
     pub bus: Bus,
     /// `COMFYVN_DEV_MODE=1`: dev plugins run (reported by `GET /api/modder/hooks`).
     pub dev_mode: bool,
+    /// Telemetry, following consent changes made in `config/comfyvn.json` by any process.
+    pub telemetry: routes::telemetry::LiveTelemetry,
+    /// The asset registry and its in-memory index (kept current by the API's writes and by following
+    /// the hook history).
+    pub assets: Arc<routes::assets::Assets>,
 }
 
 impl AppState {
     pub fn new(paths: Paths, config: Config) -> Result<AppState> {
         let bus = Bus::open(&paths, &config)?;
-        Ok(AppState { paths, config, bus, dev_mode: false })
+        let telemetry = routes::telemetry::LiveTelemetry::new(&paths, &config);
+        // Events appended while the index is built are replayed by the follower (applying one twice
+        // is harmless), so nothing falls between the build and the follow.
+        let after = bus.history.last_seq()?;
+        let assets = Arc::new(routes::assets::Assets::open(&paths, &config)?);
+        assets.follow_history(&bus.history, after)?;
+        Ok(AppState { paths, config, bus, dev_mode: false, telemetry, assets })
     }
 }
 

@@ -81,6 +81,31 @@ impl<'a> Req<'a> {
         }
     }
 
+    /// An integer query parameter that must lie in `min..=max`: `default` when absent or empty; out of
+    /// range or not an integer is a 422 naming the parameter (the original's `Query(ge=, le=)`).
+    pub fn query_int_in(&self, name: &str, default: i64, min: i64, max: i64) -> Result<i64, ApiError> {
+        match self.query(name).map(str::trim) {
+            None | Some("") => Ok(default),
+            Some(raw) => match raw.parse::<i64>() {
+                Ok(n) if (min..=max).contains(&n) => Ok(n),
+                _ => {
+                    Err(ApiError::validation(name, &format!("expected an integer from {min} to {max}, found {raw:?}")))
+                }
+            },
+        }
+    }
+
+    /// A boolean query parameter: absent or empty is false; `1/true/yes/on` and `0/false/no/off`
+    /// (any case); anything else is a 422 naming the parameter.
+    pub fn query_bool(&self, name: &str) -> Result<bool, ApiError> {
+        match self.query(name).map(|v| v.trim().to_ascii_lowercase()).as_deref() {
+            None | Some("") => Ok(false),
+            Some("1" | "true" | "yes" | "on") => Ok(true),
+            Some("0" | "false" | "no" | "off") => Ok(false),
+            Some(raw) => Err(ApiError::validation(name, &format!("expected true or false, found {raw:?}"))),
+        }
+    }
+
     /// An unsigned integer query parameter without clamping; absent → `None`.
     pub fn query_u64(&self, name: &str) -> Result<Option<u64>, ApiError> {
         match self.query(name).map(str::trim) {

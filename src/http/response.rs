@@ -112,7 +112,10 @@ impl Reply {
         for (k, v) in &self.headers {
             push_header(&mut headers, k, v);
         }
+        // The length is always known: send Content-Length rather than tiny_http's default of chunking
+        // bodies over 32 KiB (downloads keep their size and clients their progress).
         tiny_http::Response::new(tiny_http::StatusCode(self.status), headers, reader, Some(len), None)
+            .with_chunked_threshold(usize::MAX)
     }
 }
 

@@ -101,7 +101,9 @@ pub struct Page<'a> {
 /// Registered assets by uid, path and hash.
 #[derive(Debug, Clone, Default)]
 pub struct Index {
-    by_path: BTreeMap<String, Entry>,
+    /// Boxed: B-tree nodes hold 11 values inline and are often half full; a ~560-byte `Entry` inline
+    /// would waste more than the box costs.
+    by_path: BTreeMap<String, Box<Entry>>,
     by_uid: HashMap<String, String>,
     by_hash: HashMap<String, BTreeSet<String>>,
 }
@@ -194,7 +196,7 @@ impl Index {
         }
         self.by_uid.insert(asset.uid.clone(), asset.path.clone());
         self.by_hash.entry(asset.hash.clone()).or_default().insert(asset.uid.clone());
-        self.by_path.insert(asset.path.clone(), Entry::new(asset));
+        self.by_path.insert(asset.path.clone(), Box::new(Entry::new(asset)));
         previous
     }
 
@@ -238,9 +240,9 @@ impl Index {
                 self.uids_with_hash(h)
                     .into_iter()
                     .filter_map(|u| self.by_uid.get(u))
-                    .filter_map(|p| self.by_path.get(p)),
+                    .filter_map(|p| self.by_path.get(p).map(|e| &**e)),
             ),
-            None => Box::new(self.by_path.values()),
+            None => Box::new(self.by_path.values().map(|e| &**e)),
         };
         let mut matches: Vec<&Entry> = Vec::new();
         for e in candidates {

@@ -49,6 +49,18 @@ const PATHS: &[&str] = &[
     "//",
     "*",
     "/a?%zz=%",
+    "/api/telemetry/events?limit=0",
+    "/api/telemetry/opt_in",
+    "/api/telemetry/settings",
+    "/api/telemetry/features",
+    "/api/telemetry/diagnostics",
+    "/api/crashes/..%2f",
+    "/assets?limit=-1&tag=%ff",
+    "/assets/upload",
+    "/assets/register",
+    "/assets/x/download",
+    "/api/modder/hooks/webhooks",
+    "/api/providers/quota",
 ];
 const BODIES: &[&str] = &[
     "",
@@ -60,6 +72,9 @@ const BODIES: &[&str] = &[
     "{\"event\": \"on_scene_enter\", \"payload\": {\"deep\": [[[[[[]]]]]]}}",
     "{\"event\": \"\u{0000}\"}",
     "{\"event\": \"on_scene_enter\", \"data\": {}, \"payload\": {}}",
+    "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"f.png\"\r\n\r\nabc",
+    "--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"../f.png\"\r\n\r\nabc\r\n--b--\r\n",
+    "--b\r\nContent-Disposition: form-data; name=\"metadata\"\r\n\r\n{\r\n--b--",
 ];
 
 fn one_request(rng: &mut Rng, port: u16) -> Vec<u8> {
@@ -82,9 +97,10 @@ fn one_request(rng: &mut Rng, port: u16) -> Vec<u8> {
                 let host = ["127.0.0.1", "localhost", "evil.example", "", "[::1]"][rng.below(5)];
                 req.push_str(&format!("Host: {host}:{port}\r\n"));
             }
-            match rng.below(4) {
+            match rng.below(5) {
                 0 => req.push_str("Content-Type: application/json\r\n"),
                 1 => req.push_str("Content-Type: text/plain; charset=\u{ff}\r\n"),
+                2 => req.push_str("Content-Type: multipart/form-data; boundary=b\r\n"),
                 _ => {}
             }
             match rng.below(6) {
@@ -143,4 +159,24 @@ fn thousands_of_malformed_requests_leave_the_server_healthy() {
     // Whatever the fuzzing emitted is well-formed history.
     let tail = env.run(&["hooks", "tail", "-n", "100000", "--json"]).ok().json_lines();
     assert!(tail.windows(2).all(|w| w[1]["seq"].as_u64() > w[0]["seq"].as_u64()));
+    // No upload was left half-written: no temp file under the assets root.
+    let leftovers: Vec<String> = walk(&env.path("assets"))
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .map(|p| p.display().to_string())
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
 }

@@ -205,10 +205,13 @@ fn ws_connect(srv: &Served, target: &str) -> tungstenite::WebSocket<TcpStream> {
 
 fn ws_json(ws: &mut tungstenite::WebSocket<TcpStream>) -> Value {
     loop {
-        match ws.read().expect("websocket frame") {
-            Message::Text(t) => return serde_json::from_str(t.as_str()).unwrap(),
-            Message::Close(_) => panic!("closed"),
-            _ => {}
+        match ws.read() {
+            Ok(Message::Text(t)) => return serde_json::from_str(t.as_str()).unwrap(),
+            Ok(Message::Close(_)) => panic!("closed"),
+            Ok(_) => {}
+            // A signal landing on this thread while it blocks in read (seen under a loaded parallel run).
+            Err(tungstenite::Error::Io(e)) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("websocket frame: {e:?}"),
         }
     }
 }

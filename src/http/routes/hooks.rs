@@ -1,7 +1,7 @@
 //! The modder hook routes: the catalogue (`GET /api/modder/hooks`), the history read from the tail of
 //! the JSONL file (`GET /api/modder/hooks/history`), and emitting (`POST /api/modder/hooks/emit`,
-//! alias `/test`). Webhook registration routes belong to the webhook module and land with it; until
-//! then the catalogue lists registrations read from `data/webhooks.json`, secrets masked.
+//! alias `/test`). Webhook registration is in `webhooks.rs`; the catalogue lists the registrations
+//! (secrets masked) and the dev plugin host's status as the host last wrote it.
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -98,10 +98,7 @@ fn catalogue(state: &AppState, _req: &mut Req<'_>) -> Result<Reply, ApiError> {
         "ok": true,
         "hooks": hooks,
         "webhooks": webhooks,
-        "plugin_host": {
-            "enabled": state.dev_mode,
-            "root": state.paths.root.join("dev").join("modder_hooks").display().to_string(),
-        },
+        "plugin_host": crate::hooks::plugins::status_from_disk(&state.paths, &state.config)?,
         "history": history,
     })))
 }
@@ -118,34 +115,10 @@ fn spec_json(s: &HookSpec) -> Value {
     })
 }
 
-/// Registrations from `data/webhooks.json` (a list, or an object holding one under `webhooks`), with
-/// every secret-looking value masked. The webhook module owns that file; this only reads it.
-fn webhook_listing(state: &AppState) -> Result<Vec<Value>, ApiError> {
-    let file = state.paths.webhooks_file();
-    let doc = crate::fs::read_json_opt(&file).map_err(|e| ApiError::new(500, &format!("{e:#}")))?;
-    let items = match doc {
-        None => return Ok(Vec::new()),
-        Some(Value::Array(items)) => items,
-        Some(Value::Object(mut map)) => match map.remove("webhooks") {
-            Some(Value::Array(items)) => items,
-            _ => {
-                return Err(ApiError::new(500, &format!("{}: expected a `webhooks` list", file.display())));
-            }
-        },
-        Some(other) => {
-            return Err(ApiError::new(
-                500,
-                &format!("{}: expected a list of registrations, found {}", file.display(), crate::config::kind(&other)),
-            ));
-        }
-    };
-    Ok(items
-        .into_iter()
-        .map(|mut v| {
-            crate::config::mask_secrets(&mut v);
-            v
-        })
-        .collect())
+/// The registrations (`hooks::webhook` owns `data/webhooks.json`), secrets masked. A broken file is a
+/// 500 naming it: the listing cannot be answered, and whoever reads the answer should see why.
+fn webhook_listing(state: &AppState) -> Result<Value, ApiError> {
+    crate::hooks::webhook::api_listing(&state.paths).map_err(|e| ApiError::new(500, &format!("{e:#}")))
 }
 
 fn history(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
@@ -177,6 +150,11 @@ fn emit(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
         EmitError::NotAnObject(kind) => ApiError::validation(field, &format!("expected a JSON object, found {kind}")),
     })?;
     let envelope = state.bus.history.append(&event, data)?;
+    // Telemetry samples explicitly emitted hooks (when opted in), as `hooks emit` does; a telemetry
+    // failure never fails the emit.
+    if let Err(e) = state.telemetry.with(|t| t.record_hook(&envelope.event, &envelope.data)) {
+        tracing::warn!(error = %format!("{e:#}"), "telemetry.record_hook_failed");
+    }
     Ok(Reply::json(&json!({"ok": true, "event": envelope.event, "seq": envelope.seq})))
 }
 

@@ -5,9 +5,14 @@
 //! Adding a group: write `src/http/routes/<group>.rs` with `pub fn routes() -> Vec<Route>` and add a
 //! `pub mod <group>;` line and a `routes.extend(<group>::routes());` line below.
 
+pub mod assets;
 pub mod audit;
+pub mod crashes;
 pub mod health;
 pub mod hooks;
+pub mod providers;
+pub mod telemetry;
+pub mod webhooks;
 
 use super::router::Route;
 use super::ServeSettings;
@@ -17,8 +22,13 @@ pub fn table(settings: &ServeSettings) -> Vec<Route> {
     let mut routes = Vec::new();
     routes.extend(health::routes());
     routes.extend(hooks::routes());
+    routes.extend(webhooks::routes());
     routes.extend(super::stream::routes());
     routes.extend(audit::routes());
+    routes.extend(telemetry::routes());
+    routes.extend(crashes::routes());
+    routes.extend(providers::routes());
+    routes.extend(assets::routes());
     routes.extend(super::openapi::routes());
     if settings.test_panic_route {
         routes.push(test_panic_route());

@@ -1,0 +1,68 @@
+//! `POST|DELETE /api/modder/hooks/webhooks`: register (upsert by event + url) and remove webhook
+//! registrations through `hooks::webhook` (which owns `data/webhooks.json`, validation and masking). The
+//! delivery worker follows the hook history on its own; these routes only change registrations.
+
+use serde_json::{json, Value};
+
+use crate::hooks::webhook::{self, WebhookError};
+use crate::http::router::Route;
+use crate::http::{ApiError, AppState, Reply, Req};
+
+pub fn routes() -> Vec<Route> {
+    let body = json!({
+        "type": "object",
+        "required": ["event", "url"],
+        "properties": {
+            "event": {"type": "string", "description": "A catalogue event, `*`, or a glob such as `on_asset_*`."},
+            "url": {"type": "string", "description": "An http:// or https:// URL."},
+            "secret": {"type": ["string", "null"], "description": "Signs deliveries (X-Comfy-Signature and the \
+                Standard Webhooks headers). Without one, deliveries are unsigned."}
+        }
+    });
+    let listing = json!({"type": "object", "description": "The registration with its secret masked.",
+        "properties": {"event": {"type": "string"}, "url": {"type": "string"},
+            "secret": {"type": ["string", "null"]}, "enabled": {"type": "boolean"}}});
+    vec![
+        Route::post("/api/modder/hooks/webhooks", register)
+            .tag("hooks")
+            .summary("Register a webhook (upsert by event and url)")
+            .describe(
+                "Deliveries start with the events after the registration. Registering a disabled \
+                registration again enables it.",
+            )
+            .json_body(body.clone(), true)
+            .ok(json!({"type": "object", "required": ["ok"], "properties": {
+                "ok": {"const": true}, "created": {"type": "boolean"}, "webhook": listing}}))
+            .error(400, "`unsupported event`, `webhook url required`, a URL that is not http(s), a bad secret."),
+        Route::delete("/api/modder/hooks/webhooks", remove)
+            .tag("hooks")
+            .summary("Remove a webhook registration")
+            .json_body(body, true)
+            .ok(json!({"type": "object", "required": ["ok", "removed"], "properties": {
+                "ok": {"const": true}, "removed": {"type": "boolean", "description": "False when there was none."}}}))
+            .error(400, "`webhook url required`, or a malformed body."),
+    ]
+}
+
+fn refusal(e: WebhookError) -> ApiError {
+    let status = e.status();
+    let message = e.to_string();
+    match e {
+        WebhookError::UnsupportedEvent(event) => ApiError::new(status, &message)
+            .with_details(json!({"event": event, "hint": "GET /api/modder/hooks lists the events"})),
+        WebhookError::Io(err) => ApiError::internal(err),
+        _ => ApiError::new(status, &message),
+    }
+}
+
+fn register(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
+    let body: Value = req.json()?;
+    let answer = webhook::api_register(&state.paths, &state.bus, &body).map_err(refusal)?;
+    Ok(Reply::json(&answer))
+}
+
+fn remove(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
+    let body: Value = req.json()?;
+    let answer = webhook::api_remove(&state.paths, &body).map_err(refusal)?;
+    Ok(Reply::json(&answer))
+}
