@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Registry/audit benchmark (issue 3 "Speed"). Prints medians and ratios against baselines measured
+# Registry/audit benchmark. Prints medians and ratios against baselines measured
 # in the same run:
 #   1. `audit --full` vs `sha256sum -c` of a manifest of the same files      target: >= 6x faster
 #   2. re-audit with nothing changed (stat-only), median and peak RSS         target: <= 0.2 s, <= 100 MB

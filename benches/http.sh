@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# HTTP benchmarks (issue 5, "Speed"). Not a test: prints figures and ratios, asserts nothing.
+# HTTP benchmarks. Not a test: prints figures and ratios, asserts nothing.
 #
 # Runs `wrk -t2 -c32 -d10s` on loopback against a release `comfyvn-obs serve` and, in the same run, a
 # bare tiny_http server (examples/baseline_http.rs) on the same number of workers, then prints
 # requests/s, latency percentiles and the ratio to the baseline. Also: history reads with a 1,000,000
 # line history (p99), `/assets?tag=x` over a 20,000-asset tree, a normal request while 200 idle
-# keep-alive connections are open, and the server's peak RSS (history and asset index both loaded). Routes that this build does not serve (404) are reported as skipped.
+# keep-alive connections are open, and the server's peak RSS (history and asset index both loaded). Routes that answer 404 are reported as skipped.
 #
 # Usage: benches/http.sh            (DURATION=10s CONNECTIONS=32 THREADS=2 WORKERS=8 to override)
 # wrk is installed with apt-get when missing and possible; otherwise the bench is skipped.
@@ -131,7 +131,7 @@ printf '%-44s %10s req/s  p50 %7s ms  p99 %7s ms\n' "baseline (bare tiny_http)" 
 for route in /health /api/telemetry/health "/api/modder/hooks/history?limit=10" "/assets?tag=x"; do
   code=$(curl -s -o /dev/null -w '%{http_code}' "http://$SERVE_ADDR$route")
   if [ "$code" = 404 ]; then
-    printf '%-44s skipped (not served by this build)\n' "$route"
+    printf '%-44s skipped (answered 404)\n' "$route"
     continue
   fi
   read -r rps p50 p99 < <(bench "http://$SERVE_ADDR$route")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Webhook delivery benchmark (issue 6). Builds release binaries, then:
+# Webhook delivery benchmark. Builds release binaries, then:
 #   1. baseline: emit N events with no webhooks and no worker (emit cost);
 #   2. up: 3 loopback receivers registered for `*`, `webhooks run` in the background, N events emitted
 #      at RATE/s; checks that all 3N deliveries arrive (unique webhook-ids) and reports the delivery

@@ -8,7 +8,7 @@ pub struct ServeArgs {
     /// port; the real address is printed on stderr. A non-loopback address needs COMFYVN_API_TOKEN.
     #[arg(long, value_name = "ADDR")]
     pub bind: Option<String>,
-    /// Do not run the background services (file watcher) in this process.
+    /// Do not run the file watcher in this process (the webhook worker and dev plugins still run).
     #[arg(long)]
     pub no_watch: bool,
     /// Request worker threads (default: obs.server.workers).

@@ -53,8 +53,6 @@ pub struct AppState {
     pub config: Config,
     /// The hook catalogue and history (emit, tail).
     pub bus: Bus,
-    /// `COMFYVN_DEV_MODE=1`: dev plugins run (reported by `GET /api/modder/hooks`).
-    pub dev_mode: bool,
     /// Telemetry, following consent changes made in `config/comfyvn.json` by any process.
     pub telemetry: routes::telemetry::LiveTelemetry,
     /// The asset registry and its in-memory index (kept current by the API's writes and by following
@@ -71,7 +69,7 @@ impl AppState {
         let after = bus.history.last_seq()?;
         let assets = Arc::new(routes::assets::Assets::open(&paths, &config)?);
         assets.follow_history(&bus.history, after)?;
-        Ok(AppState { paths, config, bus, dev_mode: false, telemetry, assets })
+        Ok(AppState { paths, config, bus, telemetry, assets })
     }
 }
 
