@@ -159,6 +159,18 @@ impl Registry {
         discover::discover(&self.root, scope, &self.rules)
     }
 
+    /// Walk the assets root (or `scope`), handing each folder's files to `visit` as soon as they
+    /// are found, stat'ed or not (see [`discover::discover_each`]). Returns the troubles and skipped
+    /// entries.
+    pub fn discover_each(
+        &self,
+        scope: Option<&RelPath>,
+        stat: bool,
+        visit: &(dyn Fn(discover::Folder) + Sync),
+    ) -> Result<(Vec<Trouble>, Vec<Skipped>)> {
+        discover::discover_each(&self.root, scope, &self.rules, stat, visit)
+    }
+
     /// The asset path of an existing file given on the command line (absolute or relative to the
     /// current directory): a regular file inside the root, not behind a symbolic link, not ignored.
     pub fn locate(&self, path: &Path) -> Result<RelPath, RegistryError> {
