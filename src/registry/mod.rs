@@ -325,26 +325,7 @@ impl Registry {
             groups.iter().map(|g| g.iter().filter_map(|&i| slots[i].take().map(|s| (i, s))).collect()).collect();
         let committed: Vec<Vec<(usize, Result<PathBuf>)>> = taken
             .into_par_iter()
-            .map(|g| {
-                g.into_iter()
-                    .map(|(i, staged)| {
-                        let target = staged.target().to_path_buf();
-                        let result = if changes[i].previous.is_none() {
-                            match staged.commit_new() {
-                                Ok(true) => Ok(target),
-                                Ok(false) => Err(anyhow::anyhow!(
-                                    "{} appeared while the audit ran; left as it is",
-                                    changes[i].rel.sidecar()
-                                )),
-                                Err(e) => Err(e),
-                            }
-                        } else {
-                            staged.commit().map(|()| target)
-                        };
-                        (i, result)
-                    })
-                    .collect()
-            })
+            .map(|g| g.into_iter().map(|(i, staged)| (i, commit_one(&changes[i], staged))).collect())
             .collect();
         let mut dirs = BTreeSet::new();
         for (i, r) in committed.into_iter().flatten() {
@@ -446,6 +427,18 @@ impl Registry {
             }
         }
     }
+}
+
+/// Put one staged sidecar in place: a new asset's sidecar never replaces one that appeared
+/// meanwhile (the watcher may have written it); an update replaces the old one.
+fn commit_one(change: &Change, staged: crate::fs::Staged) -> Result<PathBuf> {
+    let target = staged.target().to_path_buf();
+    if change.previous.is_some() {
+        staged.commit()?;
+    } else if !staged.commit_new()? {
+        anyhow::bail!("{} appeared while the audit ran; left as it is", change.rel.sidecar());
+    }
+    Ok(target)
 }
 
 /// The provenance guard of `GET /assets/{uid}/download` (and any export): `Err(reason)` when the
