@@ -16,7 +16,8 @@ use rayon::prelude::*;
 use super::cache::StatCache;
 use super::{AssetState, Facts, FileState, Scan, ScanStats, SidecarState};
 use crate::registry::discover::vanished_or;
-use crate::registry::{sidecar, Found, Registry, RelPath};
+use crate::registry::discover::Folder;
+use crate::registry::{sidecar, FileStat, Found, Registry, RelPath};
 
 /// What to scan and how.
 #[derive(Debug, Clone, Default)]
@@ -60,45 +61,19 @@ pub fn scan(registry: &Registry, cache: &StatCache, opts: &ScanOptions) -> Resul
     let started_at_ns = now_ns();
     let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.jobs).build().context("cannot start worker threads")?;
     pool.install(|| {
-        let found = registry.discover(opts.scope.as_ref())?;
-        // Both lists are sorted by path: pair assets and sidecars by binary search, no hashing.
-        let sidecar_of = |asset: &RelPath| -> Option<&Found> {
-            let name = asset.sidecar();
-            found.sidecars.binary_search_by(|s| s.rel.cmp(&name)).ok().map(|i| &found.sidecars[i])
-        };
-        let orphans: Vec<Found> = found
-            .sidecars
-            .iter()
-            .filter(|s| match s.rel.asset_of_sidecar() {
-                Some(asset) => found.assets.binary_search_by(|a| a.rel.cmp(&asset)).is_err(),
-                None => true,
-            })
-            .cloned()
-            .collect();
         let root = registry.root();
-        let assets: Vec<AssetState> = found
-            .assets
-            .par_iter()
-            .map(|a| {
-                let side = sidecar_of(&a.rel);
-                catch_unwind(AssertUnwindSafe(|| check_one(root, a, side, cache, opts.full))).unwrap_or_else(|panic| {
-                    let why = panic
-                        .downcast_ref::<&str>()
-                        .map(|s| s.to_string())
-                        .or_else(|| panic.downcast_ref::<String>().cloned())
-                        .unwrap_or_else(|| "unknown panic".into());
-                    AssetState {
-                        rel: a.rel.clone(),
-                        stat: a.stat,
-                        file: FileState::Unreadable(format!("internal error while checking this file: {why}")),
-                        file_cached: false,
-                        sidecar: SidecarState::Absent,
-                        sidecar_stat: None,
-                        sidecar_cached: false,
-                    }
-                })
-            })
-            .collect();
+        let checked = std::sync::Mutex::new((Vec::<AssetState>::new(), Vec::<Found>::new()));
+        // Each folder is checked as soon as it is listed, so hashing overlaps the rest of the walk.
+        // A full scan opens every file anyway: it takes the stat from the open handle instead.
+        let (troubles, skipped) = registry.discover_each(opts.scope.as_ref(), !opts.full, &|folder| {
+            let (assets, orphans) = check_folder(root, &folder, cache, opts.full);
+            let mut all = checked.lock().unwrap_or_else(|p| p.into_inner());
+            all.0.extend(assets);
+            all.1.extend(orphans);
+        })?;
+        let (mut assets, mut orphans) = checked.into_inner().unwrap_or_else(|p| p.into_inner());
+        assets.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+        orphans.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
         let mut stats = ScanStats::default();
         for a in &assets {
             match (&a.file, a.file_cached) {
@@ -117,23 +92,59 @@ pub fn scan(registry: &Registry, cache: &StatCache, opts: &ScanOptions) -> Resul
                 }
             }
         }
-        Ok(Scan {
-            assets,
-            orphans,
-            troubles: found.troubles,
-            skipped: found.skipped,
-            scope: opts.scope.clone(),
-            started_at_ns,
-            stats,
-        })
+        Ok(Scan { assets, orphans, troubles, skipped, scope: opts.scope.clone(), started_at_ns, stats })
     })
+}
+
+/// Check one folder's assets in parallel (a panic in one becomes an `unreadable` finding for that
+/// file) and pick out its orphan sidecars. Results are in path order.
+fn check_folder(root: &Path, folder: &Folder, cache: &StatCache, full: bool) -> (Vec<AssetState>, Vec<Found>) {
+    // Both lists are sorted by path: pair assets and sidecars by binary search, no hashing.
+    let sidecar_of = |asset: &RelPath| -> Option<&Found> {
+        let name = asset.sidecar();
+        folder.sidecars.binary_search_by(|s| s.rel.cmp(&name)).ok().map(|i| &folder.sidecars[i])
+    };
+    let orphans: Vec<Found> = folder
+        .sidecars
+        .iter()
+        .filter(|s| match s.rel.asset_of_sidecar() {
+            Some(asset) => folder.assets.binary_search_by(|a| a.rel.cmp(&asset)).is_err(),
+            None => true,
+        })
+        .cloned()
+        .collect();
+    let assets = folder
+        .assets
+        .par_iter()
+        .map(|a| {
+            let side = sidecar_of(&a.rel);
+            catch_unwind(AssertUnwindSafe(|| check_one(root, a, side, cache, full))).unwrap_or_else(|panic| {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".into());
+                AssetState {
+                    rel: a.rel.clone(),
+                    stat: a.stat,
+                    file: FileState::Unreadable(format!("internal error while checking this file: {why}")),
+                    file_cached: false,
+                    sidecar: SidecarState::Absent,
+                    sidecar_stat: None,
+                    sidecar_cached: false,
+                }
+            })
+        })
+        .collect();
+    (assets, orphans)
 }
 
 fn check_one(root: &Path, a: &Found, side: Option<&Found>, cache: &StatCache, full: bool) -> AssetState {
     let rel = a.rel.as_str();
+    let mut stat = a.stat;
     let (file, file_cached) = match (!full).then(|| cache.file(rel, &a.stat)).flatten() {
         Some(hash) => (FileState::Hashed { hash: hash.to_string(), bytes: a.stat.size }, true),
-        None => match hash_rel(root, a.rel.as_str(), a.stat.size) {
+        None => match hash_rel(root, rel, &mut stat) {
             Ok((hash, bytes)) => (FileState::Hashed { hash, bytes }, false),
             Err(e) => (FileState::Unreadable(vanished_or(&e)), false),
         },
@@ -142,17 +153,28 @@ fn check_one(root: &Path, a: &Found, side: Option<&Found>, cache: &StatCache, fu
         None => (SidecarState::Absent, None, false),
         Some(s) => match (!full).then(|| cache.sidecar(rel, &s.stat)).flatten() {
             Some(facts) => (SidecarState::Valid(facts), Some(s.stat), true),
-            None => (read_sidecar_rel(root, &s.rel, &a.rel, s.stat.size), Some(s.stat), false),
+            None => {
+                let mut side_stat = s.stat;
+                let state = read_sidecar_rel(root, &s.rel, &a.rel, &mut side_stat);
+                (state, Some(side_stat), false)
+            }
         },
     };
-    AssetState { rel: a.rel.clone(), stat: a.stat, file, file_cached, sidecar, sidecar_stat, sidecar_cached }
+    AssetState { rel: a.rel.clone(), stat, file, file_cached, sidecar, sidecar_stat, sidecar_cached }
 }
 
 /// Read and validate one sidecar (`sidecar`, of the asset `rel`) into the facts the rules need.
-fn read_sidecar_rel(root: &Path, sidecar: &RelPath, rel: &RelPath, size_hint: u64) -> SidecarState {
+/// An unknown `stat` is filled from the open handle.
+fn read_sidecar_rel(root: &Path, sidecar: &RelPath, rel: &RelPath, stat: &mut FileStat) -> SidecarState {
     BUF.with(|buf| {
         let mut buf = buf.borrow_mut();
-        match open_rel(root, sidecar.as_str()).and_then(|f| read_whole(f, &mut buf, size_hint as usize)) {
+        let read = open_rel(root, sidecar.as_str()).and_then(|f| {
+            if !stat.is_known() {
+                *stat = FileStat::of(&f.metadata()?);
+            }
+            read_whole(f, &mut buf, stat.size as usize)
+        });
+        match read {
             Ok(n) => match sidecar::quick(&buf[..n]) {
                 Some(summary) => SidecarState::Valid(Facts::of_summary(summary, rel)),
                 None => match sidecar::parse(&buf[..n], rel) {
@@ -167,15 +189,18 @@ fn read_sidecar_rel(root: &Path, sidecar: &RelPath, rel: &RelPath, size_hint: u6
 
 /// SHA-256 and length of the file `rel` below `root`. Small files are read whole into a reused
 /// per-thread buffer: no allocation and no extra `statx`/`lseek` per file (what `read_to_end` would
-/// add); large ones stream through `digest::sha256_file`.
-fn hash_rel(root: &Path, rel: &str, size_hint: u64) -> std::io::Result<(String, u64)> {
-    if size_hint > WHOLE_READ_MAX {
-        return crate::digest::sha256_file(&root.join(rel));
+/// add); large ones are streamed. An unknown `stat` is filled from the open handle.
+fn hash_rel(root: &Path, rel: &str, stat: &mut FileStat) -> std::io::Result<(String, u64)> {
+    let mut file = open_rel(root, rel)?;
+    if !stat.is_known() {
+        *stat = FileStat::of(&file.metadata()?);
     }
-    let file = open_rel(root, rel)?;
+    if stat.size > WHOLE_READ_MAX {
+        return crate::digest::sha256_reader(&mut file);
+    }
     BUF.with(|buf| {
         let mut buf = buf.borrow_mut();
-        let n = read_whole(file, &mut buf, size_hint as usize)?;
+        let n = read_whole(file, &mut buf, stat.size as usize)?;
         let out = (crate::digest::sha256_hex(&buf[..n]), n as u64);
         if buf.len() > 2 * WHOLE_READ_MAX as usize {
             *buf = Vec::new(); // a file grew while read: do not keep a huge buffer around

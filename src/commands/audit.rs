@@ -127,7 +127,14 @@ pub fn run(ctx: &Ctx, args: AuditArgs) -> Result<ExitCode> {
         }
     };
     let audit_cfg = &ctx.config.obs.audit;
-    let findings = audit::evaluate(&scan, &Policy::new(&audit_cfg.licenses), audit_cfg.require_provenance);
+    let dry_run = settings.mode == Mode::DryRun;
+    // The stat cache is written while the rules run: both only read the scan.
+    let findings = std::thread::scope(|s| {
+        if !dry_run {
+            s.spawn(|| save_cache(&mut cache, &cache_path, &scan));
+        }
+        audit::evaluate(&scan, &Policy::new(&audit_cfg.licenses), audit_cfg.require_provenance)
+    });
     let report_ctx = ReportContext {
         assets_root: display_root(&ctx.paths.assets_root),
         scope: settings.scope.as_ref().map(ToString::to_string),
@@ -137,8 +144,8 @@ pub fn run(ctx: &Ctx, args: AuditArgs) -> Result<ExitCode> {
         sidecars: scan.sidecar_count(),
     };
     let report = Report::new(report_ctx, findings, changes, scan.skipped.clone());
-    if settings.mode != Mode::DryRun {
-        save(ctx, &mut cache, &cache_path, &scan, &report)?;
+    if !dry_run {
+        save_latest(ctx, &scan, &report)?;
     }
     output::print(&format::render(&report, settings.format))?;
     Ok(report.exit_code())
@@ -200,14 +207,18 @@ fn write_order(plan: &[Planned]) -> Vec<&Planned> {
     out
 }
 
-/// Update the stat cache (only when it changed) and write `logs/audit/latest.json`.
-fn save(ctx: &Ctx, cache: &mut StatCache, cache_path: &Path, scan: &Scan, report: &Report) -> Result<()> {
+/// Update the stat cache and write it when it changed. The cache only saves time: failing to write
+/// it must not fail the audit.
+fn save_cache(cache: &mut StatCache, cache_path: &Path, scan: &Scan) {
     if cache.update(scan) {
-        // The cache only saves time: failing to write it must not fail the audit.
         if let Err(e) = cache.save(cache_path) {
             tracing::warn!(error = %format!("{e:#}"), "cannot write the audit cache");
         }
     }
+}
+
+/// Write `logs/audit/latest.json`: the report plus `generated_at` and the scan statistics.
+fn save_latest(ctx: &Ctx, scan: &Scan, report: &Report) -> Result<()> {
     let mut latest = report.clone();
     latest.generated_at = Some(crate::time::iso_now());
     latest.stats = Some(scan.stats);

@@ -105,6 +105,13 @@ pub struct FileStat {
 }
 
 impl FileStat {
+    /// The stat of a file listed without a stat (see [`discover_each`]); never equal to a real one.
+    pub const UNKNOWN: FileStat = FileStat { size: 0, mtime_ns: i64::MIN, ino: 0, ctime_ns: i64::MIN };
+
+    pub fn is_known(&self) -> bool {
+        *self != FileStat::UNKNOWN
+    }
+
     pub fn of(meta: &std::fs::Metadata) -> FileStat {
         FileStat {
             size: meta.size(),
@@ -151,21 +158,52 @@ pub struct Discovery {
     pub skipped: Vec<Skipped>,
 }
 
+/// One folder's files as the walk found them, each list sorted by path. A sidecar is always in the
+/// same folder as its asset, so the two can be paired within one `Folder`.
+#[derive(Debug, Clone, Default)]
+pub struct Folder {
+    pub assets: Vec<Found>,
+    pub sidecars: Vec<Found>,
+}
+
 /// Walk `root` (or only `scope`, a folder or file below it) and stat every candidate file.
 ///
 /// Errors only when the root (or scope) itself cannot be read; everything below is reported in the
-/// result. Folders are read in parallel (one rayon task each) and each folder's files are stat'ed
-/// through the folder's open handle (`fstatat`), which spares the kernel a full path walk per file.
+/// result.
 pub fn discover(root: &Path, scope: Option<&RelPath>, rules: &IgnoreRules) -> Result<Discovery> {
+    let files = std::sync::Mutex::new((Vec::new(), Vec::new()));
+    let (troubles, skipped) = discover_each(root, scope, rules, true, &|folder: Folder| {
+        let mut all = files.lock().unwrap_or_else(|p| p.into_inner());
+        all.0.extend(folder.assets);
+        all.1.extend(folder.sidecars);
+    })?;
+    let (mut assets, mut sidecars) = files.into_inner().unwrap_or_else(|p| p.into_inner());
+    assets.sort_unstable_by(|a: &Found, b: &Found| a.rel.cmp(&b.rel));
+    sidecars.sort_unstable_by(|a: &Found, b: &Found| a.rel.cmp(&b.rel));
+    Ok(Discovery { assets, sidecars, troubles, skipped })
+}
+
+/// Like [`discover`], but hands each folder's files to `visit` as soon as they are listed, on the
+/// thread that walked the folder, so work on one folder overlaps the walk of the others. Folders
+/// are read in parallel (one rayon task each). With `stat`, files are stat'ed through the folder's
+/// open handle (`fstatat`, no path walk from `/` per file); without it their stat is
+/// [`FileStat::UNKNOWN`] (a caller that opens every file anyway can `fstat` the handle, which is
+/// cheaper still). Returns the troubles and skipped entries, sorted by path.
+pub fn discover_each(
+    root: &Path,
+    scope: Option<&RelPath>,
+    rules: &IgnoreRules,
+    stat: bool,
+    visit: &(dyn Fn(Folder) + Sync),
+) -> Result<(Vec<Trouble>, Vec<Skipped>)> {
     let meta = std::fs::metadata(root).map_err(|e| anyhow!("cannot read the assets root {}: {e}", root.display()))?;
     if !meta.is_dir() {
         bail!("the assets root {} is not a directory", root.display());
     }
-    let mut out = Discovery::default();
     let (start, prefix) = match scope {
         Some(s) => {
             if rules.ignores_path(s) {
-                return Ok(out);
+                return Ok((Vec::new(), Vec::new()));
             }
             (s.under(root), s.to_string())
         }
@@ -177,116 +215,130 @@ pub fn discover(root: &Path, scope: Option<&RelPath>, rules: &IgnoreRules) -> Re
     }
     if !start_meta.is_dir() {
         // A single file: the scope itself.
-        let rel = RelPath::parse(&prefix)?;
-        let found = Found { rel, stat: FileStat::of(&start_meta) };
+        let found = Found { rel: RelPath::parse(&prefix)?, stat: FileStat::of(&start_meta) };
+        let mut folder = Folder::default();
         if found.rel.is_sidecar() {
-            out.sidecars.push(found);
+            folder.sidecars.push(found);
         } else {
-            out.assets.push(found);
+            folder.assets.push(found);
         }
-        return Ok(out);
+        visit(folder);
+        return Ok((Vec::new(), Vec::new()));
     }
     let entries = std::fs::read_dir(&start).with_context(|| format!("cannot read {}", start.display()))?;
-    let collected = std::sync::Mutex::new(Discovery::default());
-    rayon::scope(|s| walk_dir(s, entries, prefix, rules, &collected));
-    let found = collected.into_inner().unwrap_or_else(|p| p.into_inner());
-    out.assets = found.assets;
-    out.sidecars = found.sidecars;
-    out.troubles = found.troubles;
-    out.skipped = found.skipped;
-    out.assets.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
-    out.sidecars.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
-    out.troubles.sort_by(|a, b| a.path.cmp(&b.path));
-    out.skipped.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(out)
+    let notes = std::sync::Mutex::new((Vec::new(), Vec::new()));
+    let walk = Walk { rules, visit, notes: &notes, stat };
+    rayon::scope(|s| walk.dir(s, entries, prefix));
+    let (mut troubles, mut skipped): (Vec<Trouble>, Vec<Skipped>) =
+        notes.into_inner().unwrap_or_else(|p| p.into_inner());
+    troubles.sort_by(|a, b| a.path.cmp(&b.path));
+    skipped.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok((troubles, skipped))
 }
 
-/// Read one folder (its handle is `entries`), stat its files in parallel, and spawn a task for each
-/// sub-folder. Symbolic links are never followed, so there are no loops.
-fn walk_dir<'s>(
-    scope: &rayon::Scope<'s>,
-    entries: std::fs::ReadDir,
-    prefix: String,
-    rules: &'s IgnoreRules,
-    out: &'s std::sync::Mutex<Discovery>,
-) {
-    let join = |name: &str| if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") };
-    let mut local = Discovery::default();
-    let mut files: Vec<(String, std::fs::DirEntry)> = Vec::new();
-    for entry in entries {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => {
-                local
-                    .troubles
-                    .push(Trouble { path: prefix.clone(), message: format!("cannot list: {}", plain_io(&e)) });
-                break;
-            }
-        };
-        let name = entry.file_name();
-        let Ok(ft) = entry.file_type() else {
-            local
-                .troubles
-                .push(Trouble { path: join(&name.to_string_lossy()), message: "vanished while being read".into() });
-            continue;
-        };
-        let Some(name) = name.to_str() else {
-            // A hidden name is ignored whatever its encoding.
-            if !name.as_encoded_bytes().starts_with(b".") {
-                let what = if ft.is_dir() { "folder" } else { "file" };
-                local.troubles.push(Trouble {
-                    path: join(&name.to_string_lossy()),
-                    message: format!("{what} name is not valid UTF-8; rename it so it can be recorded"),
-                });
-            }
-            continue;
-        };
-        let rel = join(name);
-        if ft.is_dir() {
-            if rules.ignores_dir(&rel) {
-                continue;
-            }
-            // Opened inside the task, so queued folders hold no file descriptors.
-            let path = entry.path();
-            scope.spawn(move |s| match std::fs::read_dir(&path) {
-                Ok(sub) => walk_dir(s, sub, rel, rules, out),
+/// What every folder task of one walk shares.
+struct Walk<'a> {
+    rules: &'a IgnoreRules,
+    stat: bool,
+    visit: &'a (dyn Fn(Folder) + Sync),
+    notes: &'a std::sync::Mutex<(Vec<Trouble>, Vec<Skipped>)>,
+}
+
+impl<'a> Walk<'a> {
+    fn note(&self, troubles: Vec<Trouble>, skipped: Vec<Skipped>) {
+        if troubles.is_empty() && skipped.is_empty() {
+            return;
+        }
+        let mut n = self.notes.lock().unwrap_or_else(|p| p.into_inner());
+        n.0.extend(troubles);
+        n.1.extend(skipped);
+    }
+
+    /// Read one folder (its handle is `entries`), stat its files in parallel, hand them to `visit`,
+    /// and spawn a task for each sub-folder. Symbolic links are never followed, so there are no loops.
+    fn dir<'s>(&'s self, scope: &rayon::Scope<'s>, entries: std::fs::ReadDir, prefix: String)
+    where
+        'a: 's,
+    {
+        let join = |name: &str| if prefix.is_empty() { name.to_string() } else { format!("{prefix}/{name}") };
+        let mut troubles = Vec::new();
+        let mut skipped = Vec::new();
+        let mut files: Vec<(String, std::fs::DirEntry)> = Vec::new();
+        for entry in entries {
+            let entry = match entry {
+                Ok(e) => e,
                 Err(e) => {
-                    let t = Trouble { path: rel, message: format!("cannot list: {}", plain_io(&e)) };
-                    out.lock().unwrap_or_else(|p| p.into_inner()).troubles.push(t);
+                    troubles.push(Trouble { path: prefix.clone(), message: format!("cannot list: {}", plain_io(&e)) });
+                    break;
                 }
-            });
-        } else if rules.ignores_file(&rel) {
-            continue;
-        } else if ft.is_symlink() {
-            local.skipped.push(Skipped { path: rel, reason: "symbolic link (not followed)".into() });
-        } else if !ft.is_file() {
-            local.skipped.push(Skipped { path: rel, reason: "not a regular file".into() });
-        } else {
-            files.push((rel, entry));
-        }
-    }
-    // `DirEntry::metadata` stats relative to the folder's handle (no path walk from the root).
-    let stats: Vec<(String, std::io::Result<FileStat>)> =
-        files.into_par_iter().map(|(rel, e)| (rel, e.metadata().map(|m| FileStat::of(&m)))).collect();
-    for (rel, stat) in stats {
-        match (stat, RelPath::parse(&rel)) {
-            (Ok(stat), Ok(rel)) => {
-                let found = Found { rel, stat };
-                if found.rel.is_sidecar() {
-                    local.sidecars.push(found);
-                } else {
-                    local.assets.push(found);
+            };
+            let name = entry.file_name();
+            let Ok(ft) = entry.file_type() else {
+                troubles
+                    .push(Trouble { path: join(&name.to_string_lossy()), message: "vanished while being read".into() });
+                continue;
+            };
+            let Some(name) = name.to_str() else {
+                // A hidden name is ignored whatever its encoding.
+                if !name.as_encoded_bytes().starts_with(b".") {
+                    let what = if ft.is_dir() { "folder" } else { "file" };
+                    troubles.push(Trouble {
+                        path: join(&name.to_string_lossy()),
+                        message: format!("{what} name is not valid UTF-8; rename it so it can be recorded"),
+                    });
                 }
+                continue;
+            };
+            let rel = join(name);
+            if ft.is_dir() {
+                if self.rules.ignores_dir(&rel) {
+                    continue;
+                }
+                // Opened inside the task, so queued folders hold no file descriptors.
+                let path = entry.path();
+                scope.spawn(move |s| match std::fs::read_dir(&path) {
+                    Ok(sub) => self.dir(s, sub, rel),
+                    Err(e) => self
+                        .note(vec![Trouble { path: rel, message: format!("cannot list: {}", plain_io(&e)) }], vec![]),
+                });
+            } else if self.rules.ignores_file(&rel) {
+                continue;
+            } else if ft.is_symlink() {
+                skipped.push(Skipped { path: rel, reason: "symbolic link (not followed)".into() });
+            } else if !ft.is_file() {
+                skipped.push(Skipped { path: rel, reason: "not a regular file".into() });
+            } else {
+                files.push((rel, entry));
             }
-            (Err(e), _) => local.troubles.push(Trouble { path: rel, message: vanished_or(&e) }),
-            (_, Err(e)) => local.troubles.push(Trouble { path: rel, message: e.to_string() }),
+        }
+        // `DirEntry::metadata` stats relative to the folder's handle (no path walk from the root).
+        let stats: Vec<(String, std::io::Result<FileStat>)> = if self.stat {
+            files.into_par_iter().map(|(rel, e)| (rel, e.metadata().map(|m| FileStat::of(&m)))).collect()
+        } else {
+            files.into_iter().map(|(rel, _)| (rel, Ok(FileStat::UNKNOWN))).collect()
+        };
+        let mut folder = Folder::default();
+        for (rel, stat) in stats {
+            match (stat, RelPath::parse(&rel)) {
+                (Ok(stat), Ok(rel)) => {
+                    let found = Found { rel, stat };
+                    if found.rel.is_sidecar() {
+                        folder.sidecars.push(found);
+                    } else {
+                        folder.assets.push(found);
+                    }
+                }
+                (Err(e), _) => troubles.push(Trouble { path: rel, message: vanished_or(&e) }),
+                (_, Err(e)) => troubles.push(Trouble { path: rel, message: e.to_string() }),
+            }
+        }
+        self.note(troubles, skipped);
+        if !folder.assets.is_empty() || !folder.sidecars.is_empty() {
+            folder.assets.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+            folder.sidecars.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+            (self.visit)(folder);
         }
     }
-    let mut all = out.lock().unwrap_or_else(|p| p.into_inner());
-    all.assets.append(&mut local.assets);
-    all.sidecars.append(&mut local.sidecars);
-    all.troubles.append(&mut local.troubles);
-    all.skipped.append(&mut local.skipped);
 }
 
 /// "vanished during the audit" for NotFound, else "cannot read: <error>".

@@ -159,6 +159,18 @@ impl Registry {
         discover::discover(&self.root, scope, &self.rules)
     }
 
+    /// Walk the assets root (or `scope`), handing each folder's files to `visit` as soon as they
+    /// are found, stat'ed or not (see [`discover::discover_each`]). Returns the troubles and skipped
+    /// entries.
+    pub fn discover_each(
+        &self,
+        scope: Option<&RelPath>,
+        stat: bool,
+        visit: &(dyn Fn(discover::Folder) + Sync),
+    ) -> Result<(Vec<Trouble>, Vec<Skipped>)> {
+        discover::discover_each(&self.root, scope, &self.rules, stat, visit)
+    }
+
     /// The asset path of an existing file given on the command line (absolute or relative to the
     /// current directory): a regular file inside the root, not behind a symbolic link, not ignored.
     pub fn locate(&self, path: &Path) -> Result<RelPath, RegistryError> {
@@ -313,26 +325,7 @@ impl Registry {
             groups.iter().map(|g| g.iter().filter_map(|&i| slots[i].take().map(|s| (i, s))).collect()).collect();
         let committed: Vec<Vec<(usize, Result<PathBuf>)>> = taken
             .into_par_iter()
-            .map(|g| {
-                g.into_iter()
-                    .map(|(i, staged)| {
-                        let target = staged.target().to_path_buf();
-                        let result = if changes[i].previous.is_none() {
-                            match staged.commit_new() {
-                                Ok(true) => Ok(target),
-                                Ok(false) => Err(anyhow::anyhow!(
-                                    "{} appeared while the audit ran; left as it is",
-                                    changes[i].rel.sidecar()
-                                )),
-                                Err(e) => Err(e),
-                            }
-                        } else {
-                            staged.commit().map(|()| target)
-                        };
-                        (i, result)
-                    })
-                    .collect()
-            })
+            .map(|g| g.into_iter().map(|(i, staged)| (i, commit_one(&changes[i], staged))).collect())
             .collect();
         let mut dirs = BTreeSet::new();
         for (i, r) in committed.into_iter().flatten() {
@@ -434,6 +427,18 @@ impl Registry {
             }
         }
     }
+}
+
+/// Put one staged sidecar in place: a new asset's sidecar never replaces one that appeared
+/// meanwhile (the watcher may have written it); an update replaces the old one.
+fn commit_one(change: &Change, staged: crate::fs::Staged) -> Result<PathBuf> {
+    let target = staged.target().to_path_buf();
+    if change.previous.is_some() {
+        staged.commit()?;
+    } else if !staged.commit_new()? {
+        anyhow::bail!("{} appeared while the audit ran; left as it is", change.rel.sidecar());
+    }
+    Ok(target)
 }
 
 /// The provenance guard of `GET /assets/{uid}/download` (and any export): `Err(reason)` when the
