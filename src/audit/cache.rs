@@ -211,8 +211,13 @@ impl StatCache {
         if same && expected == in_scope_rows {
             return false;
         }
-        let mut rows: Vec<Row> =
-            std::mem::take(&mut self.rows).into_iter().filter(|r| !in_scope(&r.0, scan.scope.as_ref())).collect();
+        // Keep rows outside the scope that the scan did not see (a single-file scope sees the asset
+        // of a sidecar outside its literal path).
+        let seen = |rel: &str| scan.assets.binary_search_by(|a| a.rel.as_str().cmp(rel)).is_ok();
+        let mut rows: Vec<Row> = std::mem::take(&mut self.rows)
+            .into_iter()
+            .filter(|r| !in_scope(&r.0, scan.scope.as_ref()) && !seen(&r.0))
+            .collect();
         for a in &scan.assets {
             let (file, side) = parts(a, limit);
             if file.is_none() && side.is_none() {

@@ -214,13 +214,26 @@ pub fn discover_each(
         bail!("{} is a symbolic link; links are not followed", start.display());
     }
     if !start_meta.is_dir() {
-        // A single file: the scope itself.
-        let found = Found { rel: RelPath::parse(&prefix)?, stat: FileStat::of(&start_meta) };
+        // A single file: the scope itself and its counterpart (the asset's sidecar, or the
+        // sidecar's asset), so the pair is judged together.
+        let rel = RelPath::parse(&prefix)?;
+        let other = if rel.is_sidecar() { rel.asset_of_sidecar() } else { Some(rel.sidecar()) };
         let mut folder = Folder::default();
-        if found.rel.is_sidecar() {
-            folder.sidecars.push(found);
-        } else {
-            folder.assets.push(found);
+        let candidates = std::iter::once((rel, Some(start_meta))).chain(other.map(|o| (o, None)));
+        for (rel, meta) in candidates {
+            let meta = match meta {
+                Some(m) => m,
+                None => match std::fs::symlink_metadata(rel.under(root)) {
+                    Ok(m) if m.is_file() && !rules.ignores_path(&rel) => m,
+                    _ => continue,
+                },
+            };
+            let found = Found { rel, stat: FileStat::of(&meta) };
+            if found.rel.is_sidecar() {
+                folder.sidecars.push(found);
+            } else {
+                folder.assets.push(found);
+            }
         }
         visit(folder);
         return Ok((Vec::new(), Vec::new()));

@@ -379,6 +379,12 @@ fn scope_limits_the_audit() {
     assert!(!r.stdout.contains("loose.png"));
     let r = env.run(&["audit", "bg"]).code(1);
     assert!(r.stdout.starts_with("assets/bg/loose.png: error[missing-sidecar]"), "{}", r.stdout);
+    // A single file is audited together with its sidecar.
+    let one = fixture("valid");
+    let r = one.run(&["audit", "assets/characters/hero.png"]).code(0);
+    assert_eq!(r.stdout, "audit passed: 0 errors, 0 warnings in 1 asset, 1 sidecar (fail-on error)\n");
+    let r = one.run(&["audit", "assets/characters/hero.png.asset.json"]).code(0);
+    assert!(r.stdout.contains("in 1 asset, 1 sidecar"), "{}", r.stdout);
     let outside = env.write("elsewhere/x.png", "x");
     let r = env.run(&["audit", outside.to_str().unwrap()]).code(2);
     assert!(r.stderr.contains("outside the assets root") && r.stderr.contains("hint:"), "{}", r.stderr);

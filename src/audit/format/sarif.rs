@@ -54,7 +54,6 @@ pub fn render(r: &Report) -> String {
                 "name": r.tool,
                 "version": r.version,
                 "semanticVersion": r.version,
-                "informationUri": "https://github.com/comfyvn/comfyvn-obs",
                 "rules": rules,
             }},
             "columnKind": "utf16CodeUnits",
