@@ -73,3 +73,12 @@ fn malformed_webhook_url_fails_the_check() {
     let report = env.run(&["doctor", "--json"]).code(1).json();
     assert!(names_and_status(&report).contains(&("webhook_urls".into(), "fail".into())));
 }
+
+#[test]
+fn passes_against_a_running_serve() {
+    let env = TestEnv::new();
+    let srv = crate::http::Served::start(&env);
+    let report = env.run(&["doctor", "--json", "--base", &format!("http://{}", srv.addr)]).ok().json();
+    assert!(names_and_status(&report).contains(&("http_health".into(), "pass".into())), "{report}");
+    assert_eq!(report["pass"], true);
+}

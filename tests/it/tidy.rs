@@ -91,3 +91,33 @@ fn every_source_file_opens_with_a_module_doc() {
         .collect();
     assert!(missing.is_empty(), "files without a //! paragraph: {missing:?}");
 }
+
+#[test]
+fn every_config_key_is_documented_in_the_readme() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let defaults: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("config/comfyvn.json")).unwrap()).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    fn leaves(v: &serde_json::Value, prefix: String, out: &mut Vec<String>) {
+        match v.as_object() {
+            Some(map) if !map.is_empty() => {
+                for (k, child) in map {
+                    let p = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                    leaves(child, p, out);
+                }
+            }
+            _ => out.push(prefix),
+        }
+    }
+    let mut keys = Vec::new();
+    leaves(&defaults, String::new(), &mut keys);
+    let missing: Vec<&String> = keys
+        .iter()
+        .filter(|k| {
+            // `obs.*` keys are documented by their full path, the compatibility blocks by their key name.
+            let shown = if k.starts_with("obs.") { (*k).clone() } else { k.rsplit('.').next().unwrap().to_string() };
+            !readme.contains(&format!("`{shown}`"))
+        })
+        .collect();
+    assert!(missing.is_empty(), "config keys missing from README.md: {missing:?}");
+}
