@@ -114,6 +114,17 @@ pub fn write_line(f: &mut File, path: &Path, line: &str) -> Result<()> {
     f.write_all(&buf).with_context(|| format!("cannot append to {}", path.display()))
 }
 
+/// Whether the byte at `len - 1` is a newline: a JSONL writer checks this before appending, so a torn
+/// last line (a writer killed mid-write) is closed instead of being glued to the next line.
+pub fn ends_with_newline(path: &Path, len: u64) -> Result<bool> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    f.seek(SeekFrom::Start(len.saturating_sub(1)))?;
+    let mut b = [0u8; 1];
+    f.read_exact(&mut b).with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(b[0] == b'\n')
+}
+
 /// Read a whole file as UTF-8 text, naming the path on error.
 pub fn read_string(path: &Path) -> Result<String> {
     let mut s = String::new();

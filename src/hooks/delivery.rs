@@ -209,7 +209,7 @@ impl Outbox {
                 let header = serde_json::to_string(&Record::Header { schema: SCHEMA })?;
                 crate::fs::write_line(&mut f, &self.path, &header)?;
                 self.bytes += header.len() as u64 + 1;
-            } else if !ends_with_newline(&self.path, len)? {
+            } else if !crate::fs::ends_with_newline(&self.path, len)? {
                 // Close a line torn by a crash so the next record starts on its own line.
                 crate::fs::write_line(&mut f, &self.path, "")?;
             }
@@ -291,14 +291,6 @@ impl Outbox {
         self.seen = self.pending.keys().cloned().collect();
         Ok(())
     }
-}
-
-fn ends_with_newline(path: &Path, len: u64) -> Result<bool> {
-    let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    f.seek(SeekFrom::Start(len - 1))?;
-    let mut b = [0u8; 1];
-    f.read_exact(&mut b).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(b[0] == b'\n')
 }
 
 #[derive(Serialize, Deserialize)]

@@ -116,7 +116,7 @@ impl History {
             len = 0;
         }
         let last = self.last_seq_locked()?;
-        if len > 0 && !ends_with_newline(&self.path, len)? {
+        if len > 0 && !crate::fs::ends_with_newline(&self.path, len)? {
             file.write_all(b"\n").with_context(|| format!("cannot append to {}", self.path.display()))?;
         }
         let mut out = Vec::with_capacity(items.len());
@@ -228,14 +228,6 @@ impl History {
         queue.reverse(); // oldest first; the live file is last
         Ok(Follower { history: self.clone(), queue, file: None, ino: 0, buf: Vec::new(), last_seq: after })
     }
-}
-
-fn ends_with_newline(path: &Path, len: u64) -> Result<bool> {
-    let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    f.seek(SeekFrom::Start(len - 1))?;
-    let mut b = [0u8; 1];
-    f.read_exact(&mut b).with_context(|| format!("cannot read {}", path.display()))?;
-    Ok(b[0] == b'\n')
 }
 
 /// Visit the complete, valid lines of `path` from the last to the first until `visit` returns false.
