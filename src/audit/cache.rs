@@ -227,7 +227,7 @@ impl StatCache {
             let file_part = file.map(|(s, h)| FilePart(s.size, s.mtime_ns, s.ino, s.ctime_ns, h.to_string()));
             let side_part = side
                 .map(|(s, f)| SidecarPart(s.size, s.mtime_ns, s.ino, s.ctime_ns, Compact::of(f, &a.rel, file_hash)));
-            rows.push(Row(a.rel.to_string(), file_part, side_part));
+            rows.push(Row(a.rel.as_str().to_owned(), file_part, side_part));
         }
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         self.rows = rows;
@@ -243,7 +243,9 @@ impl StatCache {
             rows: &'a [Row],
         }
         let doc = DocRef { schema: SCHEMA, written_at: crate::time::iso_now(), rows: &self.rows };
-        let bytes = serde_json::to_vec(&doc)?;
+        // About 250 bytes a row: sized up front, so the buffer is not regrown (copied) ~20 times.
+        let mut bytes = Vec::with_capacity(64 + self.rows.len() * 256);
+        serde_json::to_writer(&mut bytes, &doc)?;
         crate::fs::write_atomic_nosync(path, &bytes)
     }
 }

@@ -72,8 +72,9 @@ pub fn scan(registry: &Registry, cache: &StatCache, opts: &ScanOptions) -> Resul
             all.1.extend(orphans);
         })?;
         let (mut assets, mut orphans) = checked.into_inner().unwrap_or_else(|p| p.into_inner());
-        assets.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
-        orphans.sort_unstable_by(|a, b| a.rel.cmp(&b.rel));
+        // Concatenated sorted runs (one per folder): the stable sort merges runs in linear passes.
+        assets.sort_by(|a, b| a.rel.cmp(&b.rel));
+        orphans.sort_by(|a, b| a.rel.cmp(&b.rel));
         let mut stats = ScanStats::default();
         for a in &assets {
             match (&a.file, a.file_cached) {
