@@ -374,10 +374,41 @@ impl Registry {
         if !meta.is_file() {
             return Err(RegistryError::Path(PathError::NotAFile(source.to_path_buf())).into());
         }
-        if self.prepare_dest(dest, || crate::digest::sha256_file(source).map(|(h, _)| h).map_err(Into::into))? {
-            crate::fs::copy_atomic(source, &self.abs(dest))?;
+        if !self.prepare_dest(dest, || crate::digest::sha256_file(source).map(|(h, _)| h).map_err(Into::into))? {
+            return self.register(dest, opts, taken); // the same bytes are already there
         }
-        self.register(dest, opts, taken)
+        let abs = self.abs(dest);
+        let sidecar = self.sidecar_abs(dest);
+        if std::fs::symlink_metadata(&sidecar).is_ok() {
+            // An orphan sidecar waits for this file: place it, then merge into the sidecar.
+            crate::fs::copy_atomic(source, &abs)?;
+            return self.register(dest, opts, taken);
+        }
+        // Copy into a hidden temp file beside the target and hash what was copied (the source may
+        // change meanwhile); write the sidecar, then rename the file into place. A watcher that sees
+        // the file appear finds it already described, so it is registered once, not twice.
+        let dir = abs.parent().unwrap_or(&self.root).to_path_buf();
+        crate::fs::ensure_dir(&dir)?;
+        let mut temp = crate::fs::TempFile::create_in(&dir, "import")?;
+        let mut input = std::fs::File::open(source).with_context(|| format!("cannot read {}", source.display()))?;
+        std::io::copy(&mut input, &mut temp).with_context(|| format!("cannot copy {}", source.display()))?;
+        let (hash, bytes) = crate::digest::sha256_file(temp.path())
+            .with_context(|| format!("cannot read {}", temp.path().display()))?;
+        let asset = new_sidecar(dest, &hash, bytes, assign_uid(&hash, dest, taken), opts);
+        let change = Change { rel: dest.clone(), asset: asset.clone(), previous: None };
+        let events = match self.write_batch(std::slice::from_ref(&change)).pop() {
+            Some(result) => result?,
+            None => anyhow::bail!("no result for the sidecar of {dest}"),
+        };
+        match temp.persist_new(&abs) {
+            Ok(true) => Ok(Outcome { asset, events }),
+            result => {
+                // The sidecar describes a file that did not arrive: take it back (no human edits yet).
+                let _ = std::fs::remove_file(&sidecar);
+                result?;
+                Err(RegistryError::Exists(dest.to_string()).into())
+            }
+        }
     }
 
     /// Write `bytes` to `dest` under the root (an upload), then register it; same rules as

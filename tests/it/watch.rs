@@ -466,3 +466,19 @@ fn a_journal_left_by_a_killed_watcher_is_replayed_at_the_next_start() {
     });
     assert!(!env.path("data/watch/pending.json").exists(), "journal cleared after the replay");
 }
+
+#[test]
+fn a_cli_copy_into_a_watched_root_is_registered_once() {
+    let env = TestEnv::new();
+    let mut w = Watcher::ready(&env, &[]);
+    env.write("incoming/theme.ogg", b"pretend audio");
+    let out = env.run(&["assets", "register", "incoming/theme.ogg", "--copy", "--dest", "music/theme.ogg"]).ok();
+    w.wait_for(&env, "registration", is("on_asset_registered", "music/theme.ogg"));
+    barrier(&mut w, &env, "marker.txt");
+    let all = history(&env);
+    let registered = events(&all, "on_asset_registered", "music/theme.ogg");
+    assert_eq!(registered.len(), 1, "registered more than once:\n{all:#?}\nstdout: {}", out.stdout);
+    assert_eq!(sidecar(&env, "music/theme.ogg")["hash"], sha(b"pretend audio"));
+    assert_eq!(sidecar(&env, "music/theme.ogg")["uid"], registered[0]["data"]["uid"]);
+    assert_eq!(env.read("assets/music/theme.ogg"), "pretend audio");
+}
