@@ -374,30 +374,52 @@ impl Registry {
         if !meta.is_file() {
             return Err(RegistryError::Path(PathError::NotAFile(source.to_path_buf())).into());
         }
-        if !self.prepare_dest(dest, || crate::digest::sha256_file(source).map(|(h, _)| h).map_err(Into::into))? {
+        crate::fs::ensure_dir(&self.root)?;
+        let mut temp = crate::fs::TempFile::create_in(&self.root, "import")?;
+        let mut input = std::fs::File::open(source).with_context(|| format!("cannot read {}", source.display()))?;
+        std::io::copy(&mut input, &mut temp).with_context(|| format!("cannot copy {}", source.display()))?;
+        self.import_temp(temp, dest, opts, taken)
+    }
+
+    /// Put a file already written to `temp` (a hidden temp file inside the assets root: an upload, or a
+    /// copy made by [`Registry::import`]) at `dest` and register it. Nothing is ever replaced: an
+    /// identical file already there is registered as it is, a different one is
+    /// [`RegistryError::Exists`]. For a new asset the sidecar is written first and the file renamed into
+    /// place after it, so a watcher that sees the file appear finds it already described and it is
+    /// registered once, not twice. The hash is taken of the temp file, not of the source, which may
+    /// change meanwhile.
+    pub fn import_temp(
+        &self,
+        temp: crate::fs::TempFile,
+        dest: &RelPath,
+        opts: &RegisterOptions,
+        taken: &dyn Fn(&str) -> bool,
+    ) -> Result<Outcome> {
+        let hash_temp = || {
+            crate::digest::sha256_file(temp.path()).with_context(|| format!("cannot read {}", temp.path().display()))
+        };
+        if !self.prepare_dest(dest, || hash_temp().map(|(h, _)| h))? {
             return self.register(dest, opts, taken); // the same bytes are already there
         }
         let abs = self.abs(dest);
         let sidecar = self.sidecar_abs(dest);
         if std::fs::symlink_metadata(&sidecar).is_ok() {
             // An orphan sidecar waits for this file: place it, then merge into the sidecar.
-            crate::fs::copy_atomic(source, &abs)?;
+            if !temp.persist_new(&abs)? {
+                return Err(RegistryError::Exists(dest.to_string()).into());
+            }
             return self.register(dest, opts, taken);
         }
-        // Copy into a hidden temp file beside the target and hash what was copied (the source may
-        // change meanwhile); write the sidecar, then rename the file into place. A watcher that sees
-        // the file appear finds it already described, so it is registered once, not twice.
-        let dir = abs.parent().unwrap_or(&self.root).to_path_buf();
-        crate::fs::ensure_dir(&dir)?;
-        let mut temp = crate::fs::TempFile::create_in(&dir, "import")?;
-        let mut input = std::fs::File::open(source).with_context(|| format!("cannot read {}", source.display()))?;
-        std::io::copy(&mut input, &mut temp).with_context(|| format!("cannot copy {}", source.display()))?;
-        let (hash, bytes) = crate::digest::sha256_file(temp.path())
-            .with_context(|| format!("cannot read {}", temp.path().display()))?;
+        let (hash, bytes) = hash_temp()?;
         let asset = new_sidecar(dest, &hash, bytes, assign_uid(&hash, dest, taken), opts);
         let change = Change { rel: dest.clone(), asset: asset.clone(), previous: None };
         let events = match self.write_batch(std::slice::from_ref(&change)).pop() {
-            Some(result) => result?,
+            Some(Ok(events)) => events,
+            // Someone else's sidecar appeared meanwhile (a watcher or another writer): keep it.
+            Some(Err(_)) if std::fs::symlink_metadata(&sidecar).is_ok() => {
+                return Err(RegistryError::Exists(dest.sidecar().to_string()).into())
+            }
+            Some(Err(e)) => return Err(e),
             None => anyhow::bail!("no result for the sidecar of {dest}"),
         };
         match temp.persist_new(&abs) {
@@ -420,10 +442,11 @@ impl Registry {
         opts: &RegisterOptions,
         taken: &dyn Fn(&str) -> bool,
     ) -> Result<Outcome> {
-        if self.prepare_dest(dest, || Ok(crate::digest::sha256_hex(bytes)))? {
-            crate::fs::write_atomic(&self.abs(dest), bytes)?;
-        }
-        self.register(dest, opts, taken)
+        use std::io::Write as _;
+        crate::fs::ensure_dir(&self.root)?;
+        let mut temp = crate::fs::TempFile::create_in(&self.root, "upload")?;
+        temp.write_all(bytes).with_context(|| format!("cannot write {}", temp.path().display()))?;
+        self.import_temp(temp, dest, opts, taken)
     }
 
     /// Check a destination; `Ok(true)` when the bytes must be written, `Ok(false)` when an identical

@@ -806,88 +806,20 @@ impl Write for Sink {
     }
 }
 
-/// Put the file in `temp` at `dest` and register it. Every existing folder on the way must be a real
-/// folder (no symbolic link can take the file out of the root); an existing file is kept when it has
-/// the same content (409 otherwise); nothing is ever replaced.
-///
-/// For a new asset the sidecar is written first and the file renamed into place after it: a watcher
-/// that sees the file appear finds it already described, so it is registered once, not twice.
+/// Put the file in `temp` at `dest` and register it ([`registry::Registry::import_temp`]: nothing is
+/// ever replaced, and a new asset's sidecar is written before its file appears).
 fn ingest(
     assets: &Assets,
     temp: crate::fs::TempFile,
     dest: &RelPath,
     opts: &RegisterOptions,
 ) -> Result<(Sidecar, Vec<RegistryEvent>), ApiError> {
-    let registry = &assets.registry;
-    if registry.rules().ignores_path(dest) {
-        return Err(bad_dest(&format!("{dest} is hidden or matched by obs.assets.ignore, so it cannot be an asset")));
-    }
-    let mut dir = registry.root().to_path_buf();
-    for part in dest.dirs() {
-        dir.push(part);
-        if let Ok(m) = std::fs::symlink_metadata(&dir) {
-            if !m.is_dir() {
-                return Err(bad_dest(&format!("{} is not a folder (links are not followed)", dir.display())));
-            }
-        }
-    }
-    let internal = |e: std::io::Error| ApiError::internal(e.into());
-    let target = registry.abs(dest);
-    let register_in_place = |rel: &RelPath| {
-        let index = assets.read();
-        registry.register(rel, opts, &|u| index.contains_uid(u)).map(|o| (o.asset, o.events)).map_err(registry_error)
-    };
-    if let Ok(meta) = std::fs::symlink_metadata(&target) {
-        if !meta.is_file() {
-            return Err(bad_dest(&format!("{dest} exists and is not a regular file")));
-        }
-        let (existing, _) = crate::digest::sha256_file(&target).map_err(internal)?;
-        let (incoming, _) = crate::digest::sha256_file(temp.path()).map_err(internal)?;
-        return if existing == incoming { register_in_place(dest) } else { Err(exists(dest)) };
-    }
-    let sidecar = registry.sidecar_abs(dest);
-    if std::fs::symlink_metadata(&sidecar).is_ok() {
-        // An orphan sidecar waits for this file: place it, then let the registry merge into it.
-        place(temp, &target, dest)?;
-        return register_in_place(dest);
-    }
-    let (hash, bytes) = crate::digest::sha256_file(temp.path()).map_err(internal)?;
-    let asset = {
-        let index = assets.read();
-        let uid = registry::assign_uid(&hash, dest, &|u| index.contains_uid(u));
-        registry::new_sidecar(dest, &hash, bytes, uid, opts)
-    };
-    let change = registry::Change { rel: dest.clone(), asset: asset.clone(), previous: None };
-    let events = match registry.write_batch(std::slice::from_ref(&change)).pop() {
-        Some(Ok(events)) => events,
-        Some(Err(e)) if std::fs::symlink_metadata(&sidecar).is_ok() => {
-            return Err(ApiError::new(409, &format!("{}: {e:#}", dest.sidecar())))
-        }
-        Some(Err(e)) => return Err(ApiError::internal(e)),
-        None => return Err(ApiError::internal(anyhow::anyhow!("no result for the sidecar of {dest}"))),
-    };
-    if let Err(e) = place(temp, &target, dest) {
-        // The sidecar just written describes a file that did not arrive: take it back (it holds no
-        // human metadata yet).
-        let _ = std::fs::remove_file(&sidecar);
-        return Err(e);
-    }
-    Ok((asset, events))
-}
-
-/// Rename the temp file to `target` without replacing anything (409 when a file got there first).
-fn place(temp: crate::fs::TempFile, target: &Path, dest: &RelPath) -> Result<(), ApiError> {
-    let temp_path = temp.path().to_path_buf();
-    match temp.persist_new(target) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(exists(dest)),
-        Err(e) => Err(ApiError::internal(e.context(format!("cannot move {} into place", temp_path.display())))),
-    }
-}
-
-fn exists(dest: &RelPath) -> ApiError {
-    ApiError::new(409, &format!("{dest} already exists with different content"))
-        .with_details(json!({"field": "dest_path", "dest_path": dest.to_string()}))
+    let index = assets.read();
+    assets
+        .registry
+        .import_temp(temp, dest, opts, &|u| index.contains_uid(u))
+        .map(|o| (o.asset, o.events))
+        .map_err(registry_error)
 }
 
 #[cfg(test)]
