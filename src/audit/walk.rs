@@ -97,14 +97,14 @@ pub fn scan(registry: &Registry, cache: &StatCache, opts: &ScanOptions) -> Resul
     })
 }
 
+/// Files per parallel task. A task hashes its files two at a time (see [`digest::sha256_each`]),
+/// so only the last file of a task is hashed alone; small enough that a folder of a few dozen
+/// files still spreads over the cores.
+const TASK_FILES: usize = 16;
+
 /// Check one folder's assets in parallel (a panic in one becomes an `unreadable` finding for that
 /// file) and pick out its orphan sidecars. Results are in path order.
 fn check_folder(root: &Path, folder: &Folder, cache: &StatCache, full: bool) -> (Vec<AssetState>, Vec<Found>) {
-    // Both lists are sorted by path: pair assets and sidecars by binary search, no hashing.
-    let sidecar_of = |asset: &RelPath| -> Option<&Found> {
-        let name = asset.sidecar();
-        folder.sidecars.binary_search_by(|s| s.rel.cmp(&name)).ok().map(|i| &folder.sidecars[i])
-    };
     let orphans: Vec<Found> = folder
         .sidecars
         .iter()
@@ -114,54 +114,154 @@ fn check_folder(root: &Path, folder: &Folder, cache: &StatCache, full: bool) -> 
         })
         .cloned()
         .collect();
+    let task = Task { root, folder, cache, full };
     let assets = folder
         .assets
-        .par_iter()
-        .map(|a| {
-            let side = sidecar_of(&a.rel);
-            catch_unwind(AssertUnwindSafe(|| check_one(root, a, side, cache, full))).unwrap_or_else(|panic| {
-                let why = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                AssetState {
-                    rel: a.rel.clone(),
-                    stat: a.stat,
-                    file: FileState::Unreadable(format!("internal error while checking this file: {why}")),
-                    file_cached: false,
-                    sidecar: SidecarState::Absent,
-                    sidecar_stat: None,
-                    sidecar_cached: false,
-                }
+        .par_chunks(TASK_FILES)
+        .flat_map_iter(|files| {
+            catch_unwind(AssertUnwindSafe(|| task.check_all(files))).unwrap_or_else(|_| {
+                // Something panicked: redo the files one by one so only the culprit is lost.
+                files
+                    .iter()
+                    .map(|a| {
+                        catch_unwind(AssertUnwindSafe(|| task.check_all(std::slice::from_ref(a)).remove(0)))
+                            .unwrap_or_else(|panic| panicked(a, panic))
+                    })
+                    .collect()
             })
         })
         .collect();
     (assets, orphans)
 }
 
-fn check_one(root: &Path, a: &Found, side: Option<&Found>, cache: &StatCache, full: bool) -> AssetState {
-    let rel = a.rel.as_str();
-    let mut stat = a.stat;
-    let (file, file_cached) = match (!full).then(|| cache.file(rel, &a.stat)).flatten() {
-        Some(hash) => (FileState::Hashed { hash: hash.to_string(), bytes: a.stat.size }, true),
-        None => match hash_rel(root, rel, &mut stat) {
-            Ok((hash, bytes)) => (FileState::Hashed { hash, bytes }, false),
-            Err(e) => (FileState::Unreadable(vanished_or(&e)), false),
-        },
-    };
-    let (sidecar, sidecar_stat, sidecar_cached) = match side {
-        None => (SidecarState::Absent, None, false),
-        Some(s) => match (!full).then(|| cache.sidecar(rel, &s.stat)).flatten() {
-            Some(facts) => (SidecarState::Valid(facts), Some(s.stat), true),
-            None => {
-                let mut side_stat = s.stat;
-                let state = read_sidecar_rel(root, &s.rel, &a.rel, &mut side_stat);
-                (state, Some(side_stat), false)
+/// The `unreadable` state of an asset whose check panicked.
+fn panicked(a: &Found, panic: Box<dyn std::any::Any + Send>) -> AssetState {
+    let why = panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into());
+    AssetState {
+        rel: a.rel.clone(),
+        stat: a.stat,
+        file: FileState::Unreadable(format!("internal error while checking this file: {why}")),
+        file_cached: false,
+        sidecar: SidecarState::Absent,
+        sidecar_stat: None,
+        sidecar_cached: false,
+    }
+}
+
+/// What checking a run of one folder's files needs.
+struct Task<'a> {
+    root: &'a Path,
+    folder: &'a Folder,
+    cache: &'a StatCache,
+    full: bool,
+}
+
+impl Task<'_> {
+    /// The sidecar listed beside `asset`, if any (both lists are sorted by path).
+    fn sidecar_of(&self, asset: &RelPath) -> Option<&Found> {
+        let name = asset.sidecar();
+        let sidecars = &self.folder.sidecars;
+        sidecars.binary_search_by(|s| s.rel.cmp(&name)).ok().map(|i| &sidecars[i])
+    }
+
+    /// Check `files` (consecutive, in path order); results in the same order.
+    fn check_all(&self, files: &[Found]) -> Vec<AssetState> {
+        let mut run = Run { task: self, files, states: Vec::with_capacity(files.len()) };
+        crate::digest::sha256_each(&mut run);
+        run.states
+    }
+
+    /// The sidecar part of an asset's state: from the cache when its stat matches, else read.
+    fn sidecar_state(&self, a: &Found) -> (SidecarState, Option<FileStat>, bool) {
+        let Some(s) = self.sidecar_of(&a.rel) else {
+            return (SidecarState::Absent, None, false);
+        };
+        if let Some(facts) = (!self.full).then(|| self.cache.sidecar(a.rel.as_str(), &s.stat)).flatten() {
+            return (SidecarState::Valid(facts), Some(s.stat), true);
+        }
+        let mut stat = s.stat;
+        let state = read_sidecar_rel(self.root, &s.rel, &a.rel, &mut stat);
+        (state, Some(stat), false)
+    }
+}
+
+/// One task's files as a stream of messages to hash: each file is opened and read when the hasher
+/// asks for the next message; a cached hash, an unreadable file or a large (streamed) file yields
+/// no message and is settled on the spot.
+struct Run<'a> {
+    task: &'a Task<'a>,
+    files: &'a [Found],
+    /// One per file taken so far, in order; a file being hashed holds a placeholder until its
+    /// digest arrives.
+    states: Vec<AssetState>,
+}
+
+/// How a file's bytes were taken.
+enum Content {
+    /// Read whole into the hasher's buffer: an n-byte message.
+    Whole(usize),
+    /// Too large to hold: streamed through `sha2` (hash, bytes).
+    Streamed(String, u64),
+}
+
+impl crate::digest::Messages for Run<'_> {
+    type Tag = usize;
+
+    fn next(&mut self, buf: &mut Vec<u8>) -> Option<(usize, usize)> {
+        while let Some(a) = self.files.get(self.states.len()) {
+            let i = self.states.len();
+            let (sidecar, sidecar_stat, sidecar_cached) = self.task.sidecar_state(a);
+            let mut state = AssetState {
+                rel: a.rel.clone(),
+                stat: a.stat,
+                file: FileState::Unreadable(String::new()),
+                file_cached: false,
+                sidecar,
+                sidecar_stat,
+                sidecar_cached,
+            };
+            let rel = a.rel.as_str();
+            if let Some(hash) = (!self.task.full).then(|| self.task.cache.file(rel, &a.stat)).flatten() {
+                state.file = FileState::Hashed { hash: hash.to_string(), bytes: a.stat.size };
+                state.file_cached = true;
+                self.states.push(state);
+                continue;
             }
-        },
-    };
-    AssetState { rel: a.rel.clone(), stat, file, file_cached, sidecar, sidecar_stat, sidecar_cached }
+            let read = open_rel(self.task.root, rel).and_then(|mut file| {
+                if !state.stat.is_known() {
+                    state.stat = FileStat::of(&file.metadata()?);
+                }
+                if state.stat.size > WHOLE_READ_MAX {
+                    return crate::digest::sha256_reader(&mut file).map(|(hash, bytes)| Content::Streamed(hash, bytes));
+                }
+                read_whole(file, buf, state.stat.size as usize).map(Content::Whole)
+            });
+            let message = match read {
+                Ok(Content::Streamed(hash, bytes)) => {
+                    state.file = FileState::Hashed { hash, bytes };
+                    None
+                }
+                Ok(Content::Whole(n)) => Some(n),
+                Err(e) => {
+                    state.file = FileState::Unreadable(vanished_or(&e));
+                    None
+                }
+            };
+            self.states.push(state);
+            if let Some(n) = message {
+                return Some((i, n));
+            }
+        }
+        None
+    }
+
+    fn digest(&mut self, i: usize, len: usize, digest: [u8; 32]) {
+        self.states[i].file = FileState::Hashed { hash: crate::digest::hex(&digest), bytes: len as u64 };
+    }
 }
 
 /// Read and validate one sidecar (`sidecar`, of the asset `rel`) into the facts the rules need.
@@ -185,28 +285,6 @@ fn read_sidecar_rel(root: &Path, sidecar: &RelPath, rel: &RelPath, stat: &mut Fi
             },
             Err(e) => SidecarState::Unreadable(vanished_or(&e)),
         }
-    })
-}
-
-/// SHA-256 and length of the file `rel` below `root`. Small files are read whole into a reused
-/// per-thread buffer: no allocation and no extra `statx`/`lseek` per file (what `read_to_end` would
-/// add); large ones are streamed. An unknown `stat` is filled from the open handle.
-fn hash_rel(root: &Path, rel: &str, stat: &mut FileStat) -> std::io::Result<(String, u64)> {
-    let mut file = open_rel(root, rel)?;
-    if !stat.is_known() {
-        *stat = FileStat::of(&file.metadata()?);
-    }
-    if stat.size > WHOLE_READ_MAX {
-        return crate::digest::sha256_reader(&mut file);
-    }
-    BUF.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        let n = read_whole(file, &mut buf, stat.size as usize)?;
-        let out = (crate::digest::sha256_hex(&buf[..n]), n as u64);
-        if buf.len() > 2 * WHOLE_READ_MAX as usize {
-            *buf = Vec::new(); // a file grew while read: do not keep a huge buffer around
-        }
-        Ok(out)
     })
 }
 
