@@ -97,7 +97,7 @@ pub fn scan(registry: &Registry, cache: &StatCache, opts: &ScanOptions) -> Resul
     })
 }
 
-/// Files per parallel task. A task hashes its files two at a time (see [`digest::sha256_each`]),
+/// Files per parallel task. A task hashes its files two at a time (see [`crate::digest::sha256_each`]),
 /// so only the last file of a task is hashed alone; small enough that a folder of a few dozen
 /// files still spreads over the cores.
 const TASK_FILES: usize = 16;

@@ -8,8 +8,9 @@
 //! stream of messages; nothing else should call it.
 //!
 //! Only the compression function lives here: padding, the initial state and the final byte order
-//! are the caller's. Every function checks nothing about the CPU: callers must have seen
-//! [`available`] return true.
+//! are the caller's. No function checks the CPU: callers must have seen [`available`] return true.
+//! The small helpers are `unsafe fn` only because the intrinsics are; they are inlined into the two
+//! `target_feature` functions and touch no memory but the slices those are given.
 
 use std::arch::x86_64::*;
 

@@ -1,5 +1,6 @@
 //! Mechanical checks of the invariants in ARCHITECTURE.md: each external crate has one home module,
-//! all whole-file writes go through `fs`, and every source file opens with a `//!` paragraph.
+//! all whole-file writes go through `fs`, `unsafe` stays in its reviewed homes, and every source file
+//! opens with a `//!` paragraph.
 
 use std::path::{Path, PathBuf};
 
@@ -42,6 +43,7 @@ fn each_external_crate_has_one_home() {
         ("sha2", &["src/digest.rs"]),
         ("hmac", &["src/digest.rs"]),
         ("ureq", &["src/outbound.rs"]),
+        ("rustix", &["src/fs.rs"]),
     ];
     let mut bad = Vec::new();
     for (path, text) in sources() {
@@ -80,6 +82,29 @@ fn whole_file_writes_go_through_fs() {
         }
     }
     assert!(bad.is_empty(), "writes outside src/fs.rs:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn unsafe_code_stays_in_its_reviewed_homes() {
+    // The SHA kernel is unsafe throughout (intrinsics); everywhere else each `unsafe` block says why
+    // it is sound in a `SAFETY:` comment just above it.
+    let homes = ["src/digest/sha256x2.rs", "src/digest.rs", "src/http/socket.rs", "src/doctor.rs", "src/crash.rs"];
+    let mut bad = Vec::new();
+    for (path, text) in sources() {
+        let p = path.to_string_lossy().replace('\\', "/");
+        let lines: Vec<&str> = text.lines().collect();
+        for (n, line) in code_lines(&text) {
+            if !line.contains("unsafe {") && !line.contains("unsafe fn") {
+                continue;
+            }
+            if !homes.contains(&p.as_str()) {
+                bad.push(format!("{p}:{}: unsafe outside {homes:?}", n + 1));
+            } else if p != homes[0] && !lines[n.saturating_sub(4)..=n].iter().any(|l| l.contains("SAFETY:")) {
+                bad.push(format!("{p}:{}: unsafe without a SAFETY: comment in the 4 lines above", n + 1));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "unsafe-code violations:\n{}", bad.join("\n"));
 }
 
 #[test]
