@@ -120,3 +120,83 @@ fn vanished_and_unreadable_files_are_findings() {
     let err = walk::hash_file(&e.reg.abs(&rel), found.assets[0].stat.size).unwrap_err();
     assert_eq!(crate::registry::discover::vanished_or(&err), "vanished while being read");
 }
+
+/// Files of this name make the scan panic (see `walk::Run::next`), to test the recovery.
+pub(super) const PANICS: &str = "boom-the-scan.png";
+
+/// Deterministic bytes of length `n`, different for each `seed`.
+fn bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+fn hashes(s: &Scan) -> Vec<(String, String, u64)> {
+    s.assets
+        .iter()
+        .map(|a| match &a.file {
+            FileState::Hashed { hash, bytes } => (a.rel.to_string(), hash.clone(), *bytes),
+            FileState::Unreadable(why) => (a.rel.to_string(), format!("unreadable: {why}"), 0),
+        })
+        .collect()
+}
+
+#[test]
+fn every_file_is_hashed_right_whatever_its_size_or_neighbours() {
+    let e = env();
+    // Sizes around SHA-256's padding boundaries, empty files, one over the whole-read limit (streamed),
+    // over two folders and more than one task each.
+    let mut sizes = vec![0usize, 1, 55, 56, 57, 63, 64, 65, 119, 120, 128, 4096, 100_000, 17 * 1024 * 1024];
+    sizes.extend((0..30).map(|i| (i * 7919) % 70_000));
+    let mut expected = Vec::new();
+    for (i, n) in sizes.iter().enumerate() {
+        let rel = format!("{}/f{i:03}.bin", if i % 2 == 0 { "even" } else { "odd" });
+        let content = bytes(*n, i as u64);
+        e.write(&rel, &content);
+        expected.push((rel, crate::digest::sha256_hex(&content), *n as u64));
+    }
+    expected.sort();
+    let full = scan(&e.reg, &StatCache::default(), &ScanOptions { full: true, jobs: 2, ..Default::default() }).unwrap();
+    assert_eq!(hashes(&full), expected);
+    assert_eq!(full.stats.files_hashed as usize, sizes.len());
+
+    // Cached and changed files side by side in one task: only the changed ones are read again.
+    let mut cache = StatCache::default();
+    cache.update(&settled_scan(&e.reg, &cache, 10));
+    for (i, (rel, hash, n)) in expected.iter_mut().enumerate().filter(|(i, _)| i % 3 == 0) {
+        let content = bytes(i + 5, 1000 + i as u64);
+        e.write(rel, &content);
+        (*hash, *n) = (crate::digest::sha256_hex(&content), content.len() as u64);
+    }
+    let again = settled_scan(&e.reg, &cache, 10);
+    assert_eq!(hashes(&again), expected);
+    assert_eq!(again.stats.files_hashed as usize, expected.len().div_ceil(3));
+    assert_eq!(again.stats.files_cached as usize, expected.len() - expected.len().div_ceil(3));
+}
+
+#[test]
+fn a_panic_costs_one_file_not_its_task() {
+    let e = env();
+    let mut expected = Vec::new();
+    for i in 0..20 {
+        let rel = format!("pack/a{i:02}.png");
+        let content = bytes(1000 + i * 10, i as u64);
+        e.write(&rel, &content);
+        expected.push((rel, crate::digest::sha256_hex(&content), content.len() as u64));
+    }
+    e.write(&format!("pack/{PANICS}"), b"whatever");
+    let s = scan(&e.reg, &StatCache::default(), &ScanOptions::default()).unwrap();
+    let got = hashes(&s);
+    let (boom, rest): (Vec<_>, Vec<_>) = got.into_iter().partition(|(rel, _, _)| rel.ends_with(PANICS));
+    assert_eq!(rest, expected, "the other files of the task are hashed");
+    assert_eq!(boom.len(), 1);
+    assert!(boom[0].1.starts_with("unreadable: internal error while checking this file:"), "{boom:?}");
+    assert!(boom[0].1.contains("panicked (test)"), "{boom:?}");
+    assert!(e.findings(&s).contains(&format!("pack/{PANICS} unreadable")));
+}

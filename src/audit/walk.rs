@@ -214,6 +214,10 @@ impl crate::digest::Messages for Run<'_> {
     fn next(&mut self, buf: &mut Vec<u8>) -> Option<(usize, usize)> {
         while let Some(a) = self.files.get(self.states.len()) {
             let i = self.states.len();
+            #[cfg(test)]
+            if a.rel.file_name() == super::tests::PANICS {
+                panic!("checking {} panicked (test)", a.rel);
+            }
             let (sidecar, sidecar_stat, sidecar_cached) = self.task.sidecar_state(a);
             let mut state = AssetState {
                 rel: a.rel.clone(),
