@@ -114,11 +114,14 @@ fn written_changes_update_the_findings() {
 fn vanished_and_unreadable_files_are_findings() {
     let e = env();
     let rel = e.write("x.png", b"x");
+    e.write("y.png", b"y");
     let found = e.reg.discover(None).unwrap();
     std::fs::remove_file(e.reg.abs(&rel)).unwrap();
-    // Hash what discovery listed, as if the file vanished mid-audit.
-    let err = walk::hash_file(&e.reg.abs(&rel), found.assets[0].stat.size).unwrap_err();
-    assert_eq!(crate::registry::discover::vanished_or(&err), "vanished while being read");
+    // Check what discovery listed, as if the file vanished mid-audit.
+    let folder = crate::registry::discover::Folder { assets: found.assets, sidecars: vec![] };
+    let (assets, _) = walk::check_folder(e.reg.root(), &folder, &StatCache::default(), true);
+    assert_eq!(assets[0].file, FileState::Unreadable("vanished while being read".into()));
+    assert!(matches!(assets[1].file, FileState::Hashed { bytes: 1, .. }));
 }
 
 /// Files of this name make the scan panic (see `walk::Run::next`), to test the recovery.

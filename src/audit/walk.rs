@@ -1,9 +1,11 @@
 //! The scan: discover the tree, then hash files and read sidecars in parallel, using the stat cache
 //! for anything unchanged.
 //!
-//! The pipeline is collect → rayon `par_iter` with a panic catch per item → results in the input
-//! order (already sorted by path), so the outcome does not depend on thread timing. Reads only;
-//! never writes.
+//! Each folder, as soon as the walk lists it, is split into tasks of [`TASK_FILES`] files run on
+//! rayon; a task streams its files through `digest::sha256_each` (two at a time per core where the
+//! CPU allows) and catches panics, redoing a task that panicked file by file so only the culprit
+//! becomes a finding. Results come back in the input order (already sorted by path), so the
+//! outcome does not depend on thread timing. Reads only; never writes.
 
 use std::cell::RefCell;
 use std::io::Read;
@@ -30,11 +32,8 @@ pub struct ScanOptions {
     pub jobs: usize,
 }
 
-/// Files up to this size are read whole into a per-thread buffer and hashed in one call; larger ones
-/// stream through `digest::sha256_file`.
-const WHOLE_READ_MAX: u64 = 16 * 1024 * 1024;
-
 thread_local! {
+    /// Sidecars are read whole into this (assets stream through `digest::sha256_each`'s buffers).
     static BUF: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     /// The folder the previous file of this thread was in (root, folder below it): files come in
     /// path order, so most opens reuse it. The scan's worker threads end with the scan, and this
@@ -97,14 +96,19 @@ pub fn scan(registry: &Registry, cache: &StatCache, opts: &ScanOptions) -> Resul
     })
 }
 
-/// Files per parallel task. A task hashes its files two at a time (see [`crate::digest::sha256_each`]),
-/// so only the last file of a task is hashed alone; small enough that a folder of a few dozen
-/// files still spreads over the cores.
+/// Files per parallel task. A task hashes its files two at a time (see [`crate::digest::sha256_each`]):
+/// whenever one file ends the next one takes its lane, so only the rest of whichever file ends last
+/// is hashed alone. Small enough that a folder of a few dozen files still spreads over the cores.
 const TASK_FILES: usize = 16;
 
 /// Check one folder's assets in parallel (a panic in one becomes an `unreadable` finding for that
 /// file) and pick out its orphan sidecars. Results are in path order.
-fn check_folder(root: &Path, folder: &Folder, cache: &StatCache, full: bool) -> (Vec<AssetState>, Vec<Found>) {
+pub(super) fn check_folder(
+    root: &Path,
+    folder: &Folder,
+    cache: &StatCache,
+    full: bool,
+) -> (Vec<AssetState>, Vec<Found>) {
     let orphans: Vec<Found> = folder
         .sidecars
         .iter()
@@ -120,7 +124,8 @@ fn check_folder(root: &Path, folder: &Folder, cache: &StatCache, full: bool) -> 
         .par_chunks(TASK_FILES)
         .flat_map_iter(|files| {
             catch_unwind(AssertUnwindSafe(|| task.check_all(files))).unwrap_or_else(|_| {
-                // Something panicked: redo the files one by one so only the culprit is lost.
+                // Something panicked: redo the files one by one so only the culprit is lost (it
+                // panics again, so the panic hook reports it twice).
                 files
                     .iter()
                     .map(|a| {
@@ -172,7 +177,14 @@ impl Task<'_> {
     fn check_all(&self, files: &[Found]) -> Vec<AssetState> {
         let mut run = Run { task: self, files, states: Vec::with_capacity(files.len()) };
         crate::digest::sha256_each(&mut run);
+        debug_assert_eq!(run.states.len(), files.len());
         run.states
+            .into_iter()
+            .map(|(mut state, file)| {
+                state.file = file.expect("sha256_each reports every message it was given");
+                state
+            })
+            .collect()
     }
 
     /// The sidecar part of an asset's state: from the cache when its stat matches, else read.
@@ -189,29 +201,21 @@ impl Task<'_> {
     }
 }
 
-/// One task's files as a stream of messages to hash: each file is opened and read when the hasher
-/// asks for the next message; a cached hash, an unreadable file or a large (streamed) file yields
-/// no message and is settled on the spot.
+/// One task's files as a stream of messages to hash: each file is opened when the hasher asks for
+/// the next message; a cached hash or a file that cannot be opened yields no message and is
+/// settled on the spot.
 struct Run<'a> {
     task: &'a Task<'a>,
     files: &'a [Found],
-    /// One per file taken so far, in order; a file being hashed holds a placeholder until its
-    /// digest arrives.
-    states: Vec<AssetState>,
-}
-
-/// How a file's bytes were taken.
-enum Content {
-    /// Read whole into the hasher's buffer: an n-byte message.
-    Whole(usize),
-    /// Too large to hold: streamed through `sha2` (hash, bytes).
-    Streamed(String, u64),
+    /// One per file taken so far, in order; a file being hashed holds `None` until it is done.
+    states: Vec<(AssetState, Option<FileState>)>,
 }
 
 impl crate::digest::Messages for Run<'_> {
     type Tag = usize;
+    type Reader = std::fs::File;
 
-    fn next(&mut self, buf: &mut Vec<u8>) -> Option<(usize, usize)> {
+    fn next(&mut self) -> Option<(usize, std::fs::File, Option<u64>)> {
         while let Some(a) = self.files.get(self.states.len()) {
             let i = self.states.len();
             #[cfg(test)]
@@ -222,7 +226,7 @@ impl crate::digest::Messages for Run<'_> {
             let mut state = AssetState {
                 rel: a.rel.clone(),
                 stat: a.stat,
-                file: FileState::Unreadable(String::new()),
+                file: FileState::Unreadable(String::new()), // replaced by the second half below
                 file_cached: false,
                 sidecar,
                 sidecar_stat,
@@ -230,41 +234,33 @@ impl crate::digest::Messages for Run<'_> {
             };
             let rel = a.rel.as_str();
             if let Some(hash) = (!self.task.full).then(|| self.task.cache.file(rel, &a.stat)).flatten() {
-                state.file = FileState::Hashed { hash: hash.to_string(), bytes: a.stat.size };
                 state.file_cached = true;
-                self.states.push(state);
+                self.states.push((state, Some(FileState::Hashed { hash: hash.to_string(), bytes: a.stat.size })));
                 continue;
             }
-            let read = open_rel(self.task.root, rel).and_then(|mut file| {
+            let opened = open_rel(self.task.root, rel).and_then(|file| {
                 if !state.stat.is_known() {
                     state.stat = FileStat::of(&file.metadata()?);
                 }
-                if state.stat.size > WHOLE_READ_MAX {
-                    return crate::digest::sha256_reader(&mut file).map(|(hash, bytes)| Content::Streamed(hash, bytes));
-                }
-                read_whole(file, buf, state.stat.size as usize).map(Content::Whole)
+                Ok(file)
             });
-            let message = match read {
-                Ok(Content::Streamed(hash, bytes)) => {
-                    state.file = FileState::Hashed { hash, bytes };
-                    None
+            match opened {
+                Ok(file) => {
+                    let size = state.stat.size;
+                    self.states.push((state, None));
+                    return Some((i, file, Some(size)));
                 }
-                Ok(Content::Whole(n)) => Some(n),
-                Err(e) => {
-                    state.file = FileState::Unreadable(vanished_or(&e));
-                    None
-                }
-            };
-            self.states.push(state);
-            if let Some(n) = message {
-                return Some((i, n));
+                Err(e) => self.states.push((state, Some(FileState::Unreadable(vanished_or(&e))))),
             }
         }
         None
     }
 
-    fn digest(&mut self, i: usize, len: usize, digest: [u8; 32]) {
-        self.states[i].file = FileState::Hashed { hash: crate::digest::hex(&digest), bytes: len as u64 };
+    fn done(&mut self, i: usize, result: std::io::Result<([u8; 32], u64)>) {
+        self.states[i].1 = Some(match result {
+            Ok((digest, bytes)) => FileState::Hashed { hash: crate::digest::hex(&digest), bytes },
+            Err(e) => FileState::Unreadable(vanished_or(&e)),
+        });
     }
 }
 
@@ -289,19 +285,6 @@ fn read_sidecar_rel(root: &Path, sidecar: &RelPath, rel: &RelPath, stat: &mut Fi
             },
             Err(e) => SidecarState::Unreadable(vanished_or(&e)),
         }
-    })
-}
-
-/// SHA-256 and length of a file at `path` (same buffering as the scan, no folder handle cache).
-pub fn hash_file(path: &Path, size_hint: u64) -> std::io::Result<(String, u64)> {
-    if size_hint > WHOLE_READ_MAX {
-        return crate::digest::sha256_file(path);
-    }
-    let file = std::fs::File::open(path)?;
-    BUF.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        let n = read_whole(file, &mut buf, size_hint as usize)?;
-        Ok((crate::digest::sha256_hex(&buf[..n]), n as u64))
     })
 }
 

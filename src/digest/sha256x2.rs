@@ -83,7 +83,7 @@ unsafe fn rounds(abef: &mut __m128i, cdgh: &mut __m128i, w: __m128i, i: usize) {
 /// The CPU must have the SHA extensions, SSSE3 and SSE4.1 ([`available`]).
 #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
 pub unsafe fn compress(state: &mut [u32; 8], blocks: &[u8]) {
-    debug_assert!(blocks.len().is_multiple_of(64));
+    assert!(blocks.len().is_multiple_of(64), "compress takes whole blocks");
     let (mut abef, mut cdgh) = load(state);
     for block in blocks.chunks_exact(64) {
         let (abef0, cdgh0) = (abef, cdgh);
