@@ -251,6 +251,77 @@ pub fn sync_filesystem(path: &Path, files: &[&Path]) -> Result<()> {
     Ok(())
 }
 
+/// Like [`write_atomic`] (temp file, fsync, rename, folder fsync) but never replaces an existing
+/// file: `Ok(false)`, nothing written, when `path` exists (or appears meanwhile).
+pub fn write_new(path: &Path, bytes: &[u8]) -> Result<bool> {
+    let staged = stage(path, bytes)?;
+    if let Err(e) = File::open(&staged.tmp).and_then(|f| f.sync_all()) {
+        staged.abort();
+        return Err(e).with_context(|| format!("cannot write {}", path.display()));
+    }
+    let created = staged.commit_new()?;
+    if created {
+        if let Some(dir) = path.parent() {
+            sync_dir(dir);
+        }
+    }
+    Ok(created)
+}
+
+/// How long [`lock_in_place`] waits for another process's edit before giving up.
+const EDIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// An exclusive advisory lock on the file that is at a path, for a read-modify-write of files that
+/// are replaced by renaming (sidecars); released when dropped.
+#[derive(Debug)]
+pub struct EditLock {
+    _file: File,
+}
+
+/// Lock the file at `path` for a read-modify-write among writers that all lock it this way: read
+/// it, write its replacement (rename over `path`), then drop the lock. `Ok(None)` when there is no
+/// file at `path`.
+///
+/// The lock is on the file (`flock`), and a replacement is a new file, so after waiting the lock
+/// is checked to be on the file now at `path`; if that was replaced meanwhile, the new one is
+/// locked instead. Waits up to 10 s for another holder, then fails naming the file.
+pub fn lock_in_place(path: &Path) -> Result<Option<EditLock>> {
+    use std::os::unix::fs::MetadataExt;
+    let deadline = std::time::Instant::now() + EDIT_WAIT;
+    let mut pause = std::time::Duration::from_millis(1);
+    'reopen: loop {
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+        };
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(50));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
+                    "{} is being changed by another process (still locked after {} s)",
+                    path.display(),
+                    EDIT_WAIT.as_secs()
+                ),
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(e).with_context(|| format!("cannot lock {}", path.display()))
+                }
+            }
+        }
+        let held = file.metadata().with_context(|| format!("cannot stat {}", path.display()))?;
+        match std::fs::metadata(path) {
+            Ok(now) if (now.dev(), now.ino()) == (held.dev(), held.ino()) => return Ok(Some(EditLock { _file: file })),
+            Ok(_) => continue 'reopen, // replaced while we waited: lock the new file
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot stat {}", path.display())),
+        }
+    }
+}
+
 /// Make renames inside `dir` durable (some filesystems refuse a directory fsync, which is harmless).
 pub fn sync_dir(dir: &Path) {
     if let Ok(d) = File::open(dir) {
@@ -386,6 +457,47 @@ impl Drop for TempFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edit_locks_exclude_each_other_and_follow_replacements() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.json");
+        assert!(lock_in_place(&p).unwrap().is_none(), "no file, no lock");
+        write_atomic(&p, b"v1").unwrap();
+        let held = lock_in_place(&p).unwrap().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _second = lock_in_place(&p).unwrap().unwrap();
+                // Granted only after the first holder replaced the file and let go: on the new file.
+                tx.send(std::fs::read(&p).unwrap()).unwrap();
+            });
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            assert!(rx.try_recv().is_err(), "the second locker waits");
+            write_atomic(&p, b"v2").unwrap();
+            drop(held);
+            assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(5)).unwrap(), b"v2");
+        });
+        // A file removed while waiting: no lock.
+        let held = lock_in_place(&p).unwrap().unwrap();
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| lock_in_place(&p).unwrap().is_none());
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::fs::remove_file(&p).unwrap();
+            drop(held);
+            assert!(waiter.join().unwrap());
+        });
+    }
+
+    #[test]
+    fn write_new_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/new.json");
+        assert!(write_new(&p, b"first").unwrap());
+        assert!(!write_new(&p, b"second").unwrap());
+        assert_eq!(std::fs::read(&p).unwrap(), b"first");
+        assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1, "no temp file left");
+    }
 
     #[test]
     fn temp_files_are_removed_unless_persisted_and_never_replace() {

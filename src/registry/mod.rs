@@ -224,7 +224,7 @@ impl Registry {
         relpath::check_inside(&self.root, &self.abs(rel)).map_err(RegistryError::from)?;
         self.check_not_ignored(rel)?;
         let (hash, bytes) = self.hash(rel)?;
-        match self.read_sidecar(rel)? {
+        self.edit(rel, |current| match current {
             Some(parsed) => {
                 let patch = MetaPatch {
                     add_tags: opts.tags.clone(),
@@ -236,54 +236,90 @@ impl Registry {
                 };
                 let mut next = refreshed(&parsed, rel, &hash, bytes, taken);
                 apply_patch(&mut next, &patch);
-                self.write_update(rel, parsed, next)
+                Ok(update_plan(rel, parsed, next))
             }
             None => {
                 let uid = assign_uid(&hash, rel, taken);
-                let change =
-                    Change { rel: rel.clone(), asset: new_sidecar(rel, &hash, bytes, uid, opts), previous: None };
-                self.write_one(change)
+                let asset = new_sidecar(rel, &hash, bytes, uid, opts);
+                Ok(Plan::Write(Change { rel: rel.clone(), asset, previous: None }))
             }
-        }
+        })
     }
 
     /// Re-hash `rel` and refresh its machine fields (`hash`, `bytes`, `path`, missing fields); human
     /// fields are kept. No events when nothing changed.
     pub fn refresh(&self, rel: &RelPath, taken: &dyn Fn(&str) -> bool) -> Result<Outcome> {
-        let parsed = self.read_valid(rel)?;
+        self.read_valid(rel)?;
         let (hash, bytes) = self.hash(rel)?;
-        let next = refreshed(&parsed, rel, &hash, bytes, taken);
-        self.write_update(rel, parsed, next)
+        self.edit(rel, |current| {
+            let parsed = current.ok_or_else(|| RegistryError::NotRegistered(rel.to_string()))?;
+            let next = refreshed(&parsed, rel, &hash, bytes, taken);
+            Ok(update_plan(rel, parsed, next))
+        })
     }
 
     /// Edit human fields. Machine fields missing from a hand-written sidecar are filled (which hashes
     /// the file); present ones are left alone.
     pub fn update_meta(&self, rel: &RelPath, patch: &MetaPatch, taken: &dyn Fn(&str) -> bool) -> Result<Outcome> {
-        let parsed = self.read_valid(rel)?;
-        let mut next = if parsed.fixable.is_empty() {
-            parsed.sidecar.clone()
-        } else {
-            let (hash, bytes) = self.hash(rel)?;
-            refreshed(&parsed, rel, &hash, bytes, taken)
-        };
-        apply_patch(&mut next, patch);
-        self.write_update(rel, parsed, next)
+        self.edit(rel, |current| {
+            let parsed = current.ok_or_else(|| RegistryError::NotRegistered(rel.to_string()))?;
+            let mut next = if parsed.fixable.is_empty() {
+                parsed.sidecar.clone()
+            } else {
+                let (hash, bytes) = self.hash(rel)?;
+                refreshed(&parsed, rel, &hash, bytes, taken)
+            };
+            apply_patch(&mut next, patch);
+            Ok(update_plan(rel, parsed, next))
+        })
     }
 
-    fn write_update(&self, rel: &RelPath, parsed: Parsed, mut next: Sidecar) -> Result<Outcome> {
-        next.tags = sidecar::normalise_tags(&next.tags);
-        if next == parsed.sidecar && parsed.fixable.is_empty() {
-            return Ok(Outcome { asset: next, events: Vec::new() });
+    /// A read-modify-write of the sidecar of `rel`: `plan` gets the sidecar as it is now (`None`:
+    /// there is none) and says what to write; the write happens only if the sidecar is still the
+    /// one `plan` saw (see [`Registry::commit`]), otherwise `plan` runs again on the new one. So two
+    /// processes editing one sidecar at once both get their edit in.
+    fn edit(&self, rel: &RelPath, plan: impl Fn(Option<Parsed>) -> Result<Plan>) -> Result<Outcome> {
+        for _ in 0..EDIT_ATTEMPTS {
+            match plan(self.read_sidecar(rel)?)? {
+                Plan::Unchanged(asset) => return Ok(Outcome { asset, events: Vec::new() }),
+                Plan::Write(change) => {
+                    if let Some(events) = self.commit(&change)? {
+                        return Ok(Outcome { asset: change.asset, events });
+                    }
+                }
+            }
         }
-        next.updated_at = Some(crate::time::iso_now());
-        self.write_one(Change { rel: rel.clone(), asset: next, previous: Some(parsed.sidecar) })
+        anyhow::bail!("{} kept changing while this edit was retried {EDIT_ATTEMPTS} times; try again", rel.sidecar())
     }
 
-    fn write_one(&self, change: Change) -> Result<Outcome> {
+    /// Write a planned change only if the sidecar is still the one it was planned from: a new
+    /// asset's sidecar only where none exists (never replacing one), an update only over the exact
+    /// sidecar in `previous`, checked and replaced under the sidecar's edit lock
+    /// ([`crate::fs::lock_in_place`]). `Ok(None)` when another writer got there first; the events
+    /// otherwise.
+    pub fn commit(&self, change: &Change) -> Result<Option<Vec<RegistryEvent>>> {
         let path = self.sidecar_abs(&change.rel);
-        crate::fs::write_atomic(&path, &change.asset.to_bytes())?;
-        let events = change.events(path);
-        Ok(Outcome { asset: change.asset, events })
+        let bytes = change.asset.to_bytes();
+        match &change.previous {
+            None => {
+                if !crate::fs::write_new(&path, &bytes)? {
+                    return Ok(None);
+                }
+            }
+            Some(previous) => {
+                let Some(_lock) = crate::fs::lock_in_place(&path)? else { return Ok(None) };
+                if !self.still(&change.rel, previous) {
+                    return Ok(None);
+                }
+                crate::fs::write_atomic(&path, &bytes)?;
+            }
+        }
+        Ok(Some(change.events(path)))
+    }
+
+    /// Whether the sidecar of `rel` still reads as `previous` (call under its edit lock).
+    fn still(&self, rel: &RelPath, previous: &Sidecar) -> bool {
+        matches!(self.read_sidecar(rel), Ok(Some(p)) if &p.sidecar == previous)
     }
 
     /// Write many sidecars with one durability barrier: stage all, `syncfs` once, rename each,
@@ -325,7 +361,7 @@ impl Registry {
             groups.iter().map(|g| g.iter().filter_map(|&i| slots[i].take().map(|s| (i, s))).collect()).collect();
         let committed: Vec<Vec<(usize, Result<PathBuf>)>> = taken
             .into_par_iter()
-            .map(|g| g.into_iter().map(|(i, staged)| (i, commit_one(&changes[i], staged))).collect())
+            .map(|g| g.into_iter().map(|(i, staged)| (i, commit_one(self, &changes[i], staged))).collect())
             .collect();
         let mut dirs = BTreeSet::new();
         for (i, r) in committed.into_iter().flatten() {
@@ -345,6 +381,10 @@ impl Registry {
     /// Take `rel` out of the registry: the file (when present) and its sidecar move to
     /// `logs/trash/<stamp>/<rel>` and `<rel>.asset.json`. Nothing is deleted.
     pub fn remove(&self, rel: &RelPath) -> Result<Outcome> {
+        // Under the sidecar's edit lock, so an edit in flight elsewhere is not lost in the trash.
+        let Some(_lock) = crate::fs::lock_in_place(&self.sidecar_abs(rel))? else {
+            return Err(RegistryError::NotRegistered(rel.to_string()).into());
+        };
         let parsed = self.read_valid(rel)?;
         let mut stamp_dir = self.trash.join(crate::time::file_stamp());
         let mut n = 1;
@@ -484,15 +524,49 @@ impl Registry {
 }
 
 /// Put one staged sidecar in place: a new asset's sidecar never replaces one that appeared
-/// meanwhile (the watcher may have written it); an update replaces the old one.
-fn commit_one(change: &Change, staged: crate::fs::Staged) -> Result<PathBuf> {
+/// meanwhile (the watcher or another process may have written it); an update replaces the old one
+/// only if it is still the one the change was planned from (checked under its edit lock).
+fn commit_one(registry: &Registry, change: &Change, staged: crate::fs::Staged) -> Result<PathBuf> {
     let target = staged.target().to_path_buf();
-    if change.previous.is_some() {
-        staged.commit()?;
-    } else if !staged.commit_new()? {
-        anyhow::bail!("{} appeared while the audit ran; left as it is", change.rel.sidecar());
+    match &change.previous {
+        Some(previous) => {
+            let lock = crate::fs::lock_in_place(&target)?;
+            if lock.is_none() || !registry.still(&change.rel, previous) {
+                staged.abort();
+                anyhow::bail!("{} changed meanwhile; left as it is (run again to update it)", change.rel.sidecar());
+            }
+            staged.commit()?;
+        }
+        None => {
+            if !staged.commit_new()? {
+                anyhow::bail!("{} appeared meanwhile; left as it is", change.rel.sidecar());
+            }
+        }
     }
     Ok(target)
+}
+
+/// How often [`Registry::edit`] re-reads a sidecar that another writer changed under it.
+const EDIT_ATTEMPTS: usize = 8;
+
+/// What a read-modify-write decided.
+// Short-lived return value, moved once: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
+enum Plan {
+    Write(Change),
+    /// Nothing to write; the sidecar as it is.
+    Unchanged(Sidecar),
+}
+
+/// The plan that turns `parsed` into `next`: nothing when they are equal and nothing is missing,
+/// else a write with a new `updated_at`.
+fn update_plan(rel: &RelPath, parsed: Parsed, mut next: Sidecar) -> Plan {
+    next.tags = sidecar::normalise_tags(&next.tags);
+    if next == parsed.sidecar && parsed.fixable.is_empty() {
+        return Plan::Unchanged(next);
+    }
+    next.updated_at = Some(crate::time::iso_now());
+    Plan::Write(Change { rel: rel.clone(), asset: next, previous: Some(parsed.sidecar) })
 }
 
 /// The provenance guard of `GET /assets/{uid}/download` (and any export): `Err(reason)` when the

@@ -277,3 +277,55 @@ fn download_guard_follows_the_policy() {
     s.provenance.insert("source".into(), json!("studio"));
     assert_eq!(download_guard(&s, &policy(&["mit"], true), true), Ok(()));
 }
+
+#[test]
+fn concurrent_edits_of_one_sidecar_all_land() {
+    let e = env();
+    let rel = e.write("bg/sky.png", b"sky");
+    e.reg.register(&rel, &RegisterOptions::default(), &free).unwrap();
+    // Four writers add 25 tags each to the same sidecar at once; each edit reads, changes and
+    // replaces the whole file, so without the compare-and-swap most of them would be lost.
+    std::thread::scope(|s| {
+        for w in 0..4 {
+            let (reg, rel) = (&e.reg, &rel);
+            s.spawn(move || {
+                for i in 0..25 {
+                    let patch = MetaPatch { add_tags: vec![format!("w{w}-t{i:02}")], ..Default::default() };
+                    reg.update_meta(rel, &patch, &free).unwrap();
+                }
+            });
+        }
+    });
+    let tags = e.sidecar_json(&rel)["tags"].as_array().unwrap().len();
+    assert_eq!(tags, 100, "every edit kept");
+}
+
+#[test]
+fn a_change_planned_from_an_old_sidecar_is_refused() {
+    let e = env();
+    let rel = e.write("bg/sky.png", b"sky");
+    let first = e.reg.register(&rel, &RegisterOptions::default(), &free).unwrap();
+    let parsed = e.reg.read_sidecar(&rel).unwrap().unwrap();
+    let mut stale = parsed.sidecar.clone();
+    stale.license = Some("CC0-1.0".into());
+    let change = Change { rel: rel.clone(), asset: stale, previous: Some(parsed.sidecar.clone()) };
+    // Someone else edits first.
+    let patch = MetaPatch { add_tags: vec!["night".into()], ..Default::default() };
+    e.reg.update_meta(&rel, &patch, &free).unwrap();
+    assert_eq!(e.reg.commit(&change).unwrap(), None, "the update would drop the other edit");
+    let results = e.reg.write_batch(std::slice::from_ref(&change));
+    let err = format!("{:#}", results[0].as_ref().unwrap_err());
+    assert!(err.contains("changed meanwhile"), "{err}");
+    assert_eq!(e.sidecar_json(&rel)["tags"], json!(["night"]));
+    // A new-asset change never replaces a sidecar that exists.
+    let again = Change { rel: rel.clone(), asset: first.asset, previous: None };
+    assert_eq!(e.reg.commit(&again).unwrap(), None);
+    // Planned from the current sidecar, it goes through.
+    let current = e.reg.read_sidecar(&rel).unwrap().unwrap();
+    let mut next = current.sidecar.clone();
+    next.license = Some("CC0-1.0".into());
+    let ok = Change { rel: rel.clone(), asset: next, previous: Some(current.sidecar) };
+    assert!(e.reg.commit(&ok).unwrap().is_some());
+    assert_eq!(e.sidecar_json(&rel)["license"], json!("CC0-1.0"));
+    assert_eq!(e.sidecar_json(&rel)["tags"], json!(["night"]));
+}

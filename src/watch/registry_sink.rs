@@ -77,10 +77,27 @@ impl RegistrySink {
         RegisterOptions { origin: Some("watch".into()), ..Default::default() }
     }
 
-    /// Write `next` (the sidecar of `rel`) atomically and return what happened, `previous` being the
-    /// sidecar it replaces (`None` for a new asset).
-    fn write(&self, rel: &RelPath, next: Sidecar, previous: Option<Sidecar>) -> Result<Applied> {
-        let change = registry::Change { rel: rel.clone(), asset: next, previous };
+    /// Plan and write a registration or refresh; when another writer changed the sidecar between
+    /// the read and the write ([`registry::Registry::commit`] refuses), plan again from the new one.
+    fn write(&self, action: &Action) -> Result<Applied> {
+        for _ in 0..8 {
+            let change = self.plan_change(action)?;
+            if let Some(events) = self.registry.commit(&change)? {
+                return Ok(Applied {
+                    events: to_hooks(&events),
+                    known: Some(self.known(&change.asset)),
+                    sidecar: Some(self.registry.sidecar_abs(&change.rel)),
+                    trashed: None,
+                });
+            }
+        }
+        bail!("the sidecar kept changing while the watcher updated it ({action:?}); left for the next event")
+    }
+
+    /// Write a carried-over sidecar (a move or restore) at `rel`, replacing whatever is there:
+    /// `previous` is the sidecar it came from, for the events.
+    fn write_carried(&self, rel: &RelPath, next: Sidecar, previous: Sidecar) -> Result<Applied> {
+        let change = registry::Change { rel: rel.clone(), asset: next, previous: Some(previous) };
         let path = self.registry.sidecar_abs(rel);
         crate::fs::write_atomic(&path, &change.asset.to_bytes())?;
         Ok(Applied {
@@ -141,7 +158,7 @@ impl RegistrySink {
         };
         let mut next = refreshed(&parsed, &rel, &hash, size, &|u| u != parsed.sidecar.uid && self.taken()(u));
         next.updated_at = Some(crate::time::iso_now());
-        let applied = self.write(&rel, next, Some(parsed.sidecar))?;
+        let applied = self.write_carried(&rel, next, parsed.sidecar)?;
         if source != self.registry.sidecar_abs(&rel) {
             std::fs::remove_file(source).with_context(|| format!("cannot remove {}", source.display()))?;
         }
@@ -218,10 +235,7 @@ impl Sink for RegistrySink {
 
     fn apply(&self, action: &Action) -> Result<Applied> {
         match action {
-            Action::Register { .. } | Action::Refresh { .. } => {
-                let change = self.plan_change(action)?;
-                self.write(&change.rel, change.asset, change.previous)
-            }
+            Action::Register { .. } | Action::Refresh { .. } => self.write(action),
             Action::Move { from, to } => {
                 let old = self.registry.sidecar_abs(&self.rel(from)?);
                 let source = if old.exists() { old } else { self.registry.sidecar_abs(&self.rel(to)?) };
@@ -232,6 +246,8 @@ impl Sink for RegistrySink {
                 // Only the sidecar goes to the trash: the file is gone already, and if a file with
                 // that name is back it belongs to someone else (`registry.remove` would move it too).
                 let rel = self.rel(path)?;
+                // Under the sidecar's edit lock, so an edit in flight elsewhere is not lost in the trash.
+                let _lock = crate::fs::lock_in_place(&self.registry.sidecar_abs(&rel))?;
                 let Some(parsed) = self.read(&rel)? else {
                     self.forget(&known.uid);
                     return Ok(Applied { events: self.removed_without_sidecar(&rel, known), ..Default::default() });

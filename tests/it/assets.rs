@@ -99,6 +99,27 @@ fn register_rejects_bad_input() {
 }
 
 #[test]
+fn two_processes_tagging_one_asset_at_once_keep_every_tag() {
+    let env = fixture("valid");
+    // Each `assets tag` reads, changes and replaces the whole sidecar; run two loops of them side by
+    // side and check that no edit overwrote another.
+    std::thread::scope(|s| {
+        for w in 0..2 {
+            let env = &env;
+            s.spawn(move || {
+                for i in 0..12 {
+                    env.run(&["assets", "tag", "characters/hero.png", &format!("w{w}-{i:02}")]).ok();
+                }
+            });
+        }
+    });
+    let tags = sidecar(&env, "characters/hero.png")["tags"].as_array().unwrap().len();
+    assert_eq!(tags, 2 + 24, "the fixture's two tags and every added one");
+    let events = env.run(&["hooks", "tail", "-n", "1000", "--event", "on_asset_meta_updated", "--json"]).ok();
+    assert_eq!(events.json_lines().len(), 24, "one event per edit");
+}
+
+#[test]
 fn tag_untag_and_set_license_by_uid_or_path() {
     let env = fixture("valid");
     let uid = sidecar(&env, "characters/hero.png")["uid"].as_str().unwrap().to_string();
