@@ -39,20 +39,45 @@ fn temp_path(path: &Path) -> PathBuf {
 
 /// Atomically replace `path` with `bytes` (temp file, fsync, rename, fsync directory).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic_inner(path, bytes, true)
+    write_atomic_inner(path, bytes, true, 0o666)
 }
 
 /// As [`write_atomic`] without the fsyncs: for rebuildable caches where only tearing matters, not
 /// durability across power loss (a crash still leaves the old or the new file).
 pub fn write_atomic_nosync(path: &Path, bytes: &[u8]) -> Result<()> {
-    write_atomic_inner(path, bytes, false)
+    write_atomic_inner(path, bytes, false, 0o666)
 }
 
-fn write_atomic_inner(path: &Path, bytes: &[u8], sync: bool) -> Result<()> {
+/// As [`write_json_atomic`], readable and writable by the owner only (mode 0600 whatever the
+/// umask): for files holding secrets (webhook signing secrets, the telemetry anonymiser's key). The
+/// file is created with that mode, so there is no moment when others could read it.
+pub fn write_json_private<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
+    write_atomic_inner(path, &to_pretty_json(value)?, true, 0o600)
+}
+
+/// Take group and other permissions off an existing file (one written before it held secrets, or
+/// by an older version); a missing file is fine.
+pub fn make_private(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = match std::fs::metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("cannot stat {}", path.display())),
+    };
+    let mode = meta.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))
+            .with_context(|| format!("cannot restrict the permissions of {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn write_atomic_inner(path: &Path, bytes: &[u8], sync: bool, mode: u32) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
     ensure_parent(path)?;
     let tmp = temp_path(path);
     let result = (|| -> io::Result<()> {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
         f.write_all(bytes)?;
         if sync {
             f.sync_all()?;
@@ -487,6 +512,22 @@ mod tests {
             drop(held);
             assert!(waiter.join().unwrap());
         });
+    }
+
+    #[test]
+    fn private_files_are_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("secret.json");
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        write_json_atomic(&p, &serde_json::json!({"open": true})).unwrap();
+        assert_ne!(mode(&p) & 0o044, 0, "an ordinary file is readable by others (umask 022)");
+        write_json_private(&p, &serde_json::json!({"secret": "s"})).unwrap();
+        assert_eq!(mode(&p), 0o600);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        make_private(&p).unwrap();
+        assert_eq!(mode(&p), 0o600);
+        make_private(&dir.path().join("missing")).unwrap();
     }
 
     #[test]

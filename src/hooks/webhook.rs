@@ -290,6 +290,10 @@ impl WebhookStore {
     /// All registrations (empty when the file does not exist). Accepts the original's bare array.
     pub fn load(&self) -> Result<Vec<Registration>> {
         let Some(doc) = crate::fs::read_json_opt(&self.file)? else { return Ok(Vec::new()) };
+        // Written 0600 since it holds secrets; tighten one an older version (or a person) left readable.
+        if let Err(e) = crate::fs::make_private(&self.file) {
+            tracing::warn!(error = %format!("{e:#}"), "the webhook registrations are readable by others");
+        }
         let list = match doc {
             Value::Array(items) => Value::Array(items),
             Value::Object(mut map) => match map.remove("webhooks") {
@@ -310,7 +314,8 @@ impl WebhookStore {
         let before = regs.clone();
         let out = edit(&mut regs);
         if regs != before {
-            crate::fs::write_json_atomic(&self.file, &Document { schema: SCHEMA, webhooks: regs })?;
+            // Owner-only: the registrations hold the signing secrets.
+            crate::fs::write_json_private(&self.file, &Document { schema: SCHEMA, webhooks: regs })?;
         }
         Ok(out)
     }

@@ -178,6 +178,10 @@ impl Anonymiser {
 
 fn read_secret_file(file: &Path) -> Result<Option<Anonymiser>> {
     let Some(doc) = crate::fs::read_json_opt(file)? else { return Ok(None) };
+    // Written 0600 since it holds a secret; tighten one an older version left readable.
+    if let Err(e) = crate::fs::make_private(file) {
+        tracing::warn!(error = %format!("{e:#}"), "the anonymiser key file is readable by others");
+    }
     let secret =
         doc.get("secret").and_then(Value::as_str).ok_or_else(|| anyhow!("{}: no \"secret\" string", file.display()))?;
     Anonymiser::from_base64(secret).with_context(|| format!("{}: bad \"secret\"", file.display())).map(Some)
@@ -186,7 +190,7 @@ fn read_secret_file(file: &Path) -> Result<Option<Anonymiser>> {
 fn create(file: &Path) -> Result<Anonymiser> {
     let key = crate::digest::random_bytes::<32>();
     let secret = base64::engine::general_purpose::STANDARD.encode(key);
-    crate::fs::write_json_atomic(file, &json!({"schema": 1, "secret": secret}))?;
+    crate::fs::write_json_private(file, &json!({"schema": 1, "secret": secret}))?;
     Ok(Anonymiser { key })
 }
 
@@ -346,6 +350,20 @@ mod tests {
 
     fn vector_anonymiser() -> Anonymiser {
         Anonymiser::from_base64("+6NTLtoMohNPd6aPkTkAfRxpjmEcKh7SzpspPLxuf58=").unwrap()
+    }
+
+    #[test]
+    fn the_key_file_is_owner_only() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("anonymizer.json");
+        let mode = || std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        let made = create(&file).unwrap();
+        assert_eq!(mode(), 0o600);
+        // A key file left readable by an older version is tightened when read.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert_eq!(read_secret_file(&file).unwrap().unwrap().key, made.key);
+        assert_eq!(mode(), 0o600);
     }
 
     #[test]

@@ -303,6 +303,9 @@ fn deliveries_carry_both_signatures_over_the_exact_body_and_secrets_stay_masked(
     assert_eq!(listing.json()[1]["secret"], "************");
     let doc: Value = serde_json::from_str(&env.read("data/webhooks.json")).unwrap();
     assert_eq!(doc["schema"], 1);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(env.path("data/webhooks.json")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the file holding the secrets is owner-only");
     let checkpoint: Value = serde_json::from_str(&env.read("data/webhooks/checkpoint.json")).unwrap();
     assert_eq!((checkpoint["schema"].as_u64(), checkpoint["seq"].as_u64()), (Some(1), Some(seq)));
 }
