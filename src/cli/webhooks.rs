@@ -26,9 +26,13 @@ pub struct AddArgs {
     /// Receiver URL (http or https).
     #[arg(long)]
     pub url: String,
-    /// Signing secret; without it a `whsec_` secret is generated and printed once.
-    #[arg(long)]
+    /// Signing secret; without it (or --secret-file) a `whsec_` secret is generated and printed once.
+    /// On the command line it ends up in the shell's history: prefer --secret-file.
+    #[arg(long, conflicts_with = "secret_file")]
     pub secret: Option<String>,
+    /// Read the signing secret from this file (`-`: standard input); one trailing newline is dropped.
+    #[arg(long, value_name = "PATH")]
+    pub secret_file: Option<std::path::PathBuf>,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

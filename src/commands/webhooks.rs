@@ -1,6 +1,6 @@
 //! `comfyvn-obs webhooks add|remove|list|deliveries|replay|run`.
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
 use super::Ctx;
@@ -22,11 +22,32 @@ pub fn run(ctx: &Ctx, cmd: WebhooksCommand) -> Result<ExitCode> {
     }
 }
 
+/// The secret in `path` (`-`: standard input), without one trailing newline; empty is an error.
+fn read_secret(path: &std::path::Path) -> Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    let read = if path.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut text).map(drop)
+    } else {
+        std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text)).map(drop)
+    };
+    read.with_context(|| format!("cannot read the secret from {}", path.display()))?;
+    let secret = text.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&text);
+    if secret.is_empty() {
+        bail!("{}: the secret is empty", path.display());
+    }
+    Ok(secret.to_string())
+}
+
 fn add(ctx: &Ctx, args: AddArgs) -> Result<ExitCode> {
     let bus = Bus::open(&ctx.paths, &ctx.config)?;
-    let generated = args.secret.is_none();
-    let new =
-        NewWebhook { event: args.event, url: args.url, secret: Some(args.secret.unwrap_or_else(generate_secret)) };
+    let given = match (&args.secret, &args.secret_file) {
+        (Some(s), _) => Some(s.clone()),
+        (None, Some(path)) => Some(read_secret(path)?),
+        (None, None) => None,
+    };
+    let generated = given.is_none();
+    let new = NewWebhook { event: args.event, url: args.url, secret: Some(given.unwrap_or_else(generate_secret)) };
     new.validate(&bus).map_err(|e| match e {
         WebhookError::UnsupportedEvent(ev) => hinted(
             format!("unsupported event {ev:?}: not in the hook catalogue"),

@@ -537,6 +537,31 @@ fn registrations_are_validated_upserted_and_removed() {
 }
 
 #[test]
+fn the_secret_can_come_from_a_file_or_stdin_instead_of_the_command_line() {
+    let env = TestEnv::new();
+    let stored = |env: &TestEnv| -> Vec<String> {
+        let doc: Value = serde_json::from_str(&env.read("data/webhooks.json")).unwrap();
+        doc["webhooks"].as_array().unwrap().iter().map(|w| w["secret"].as_str().unwrap().to_string()).collect()
+    };
+    let add = ["webhooks", "add", "--event", "*", "--url", "http://127.0.0.1:9/a", "--secret-file", "-"];
+    let out = env.run_stdin(&add, b"from-stdin\n").ok();
+    assert!(!out.stdout.contains("from-stdin"), "a given secret is not printed: {}", out.stdout);
+    assert_eq!(stored(&env), ["from-stdin"], "one trailing newline dropped");
+    std::fs::write(env.path("secret.txt"), "from-a-file\r\n").unwrap();
+    let file = env.path("secret.txt").display().to_string();
+    env.run(&["webhooks", "add", "--event", "*", "--url", "http://127.0.0.1:9/a", "--secret-file", &file]).ok();
+    assert_eq!(stored(&env), ["from-a-file"]);
+    let r = env.run_stdin(&add, b"\n").code(2);
+    assert!(r.stderr.contains("the secret is empty"), "{}", r.stderr);
+    let r =
+        env.run(&["webhooks", "add", "--event", "*", "--url", "http://x/", "--secret-file", "/nonexistent/s"]).code(2);
+    assert!(r.stderr.contains("cannot read the secret from /nonexistent/s"), "{}", r.stderr);
+    let both = ["webhooks", "add", "--event", "*", "--url", "http://x/", "--secret", "a", "--secret-file", "-"];
+    env.run(&both).code(2);
+    assert_eq!(stored(&env), ["from-a-file"], "failed adds change nothing");
+}
+
+#[test]
 fn a_second_worker_waits_for_the_first_and_takes_over_when_it_dies() {
     let env = env_with(&[50, 100], 10);
     let rx = Server::start(|_, _| Answer::status(200));
