@@ -52,32 +52,47 @@ pub fn write_atomic_nosync(path: &Path, bytes: &[u8]) -> Result<()> {
 /// umask): for files holding secrets (webhook signing secrets, the telemetry anonymiser's key). The
 /// file is created with that mode, so there is no moment when others could read it.
 pub fn write_json_private<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
-    write_atomic_inner(path, &to_pretty_json(value)?, true, 0o600)
+    write_atomic_inner(path, &to_pretty_json(value)?, true, PRIVATE)
 }
 
-/// Take group and other permissions off an existing file (one written before it held secrets, or
-/// by an older version); a missing file is fine.
-pub fn make_private(path: &Path) -> Result<()> {
+/// The mode of files holding secrets.
+const PRIVATE: u32 = 0o600;
+
+/// Take the permissions of others off an existing file that holds secrets (one written by an
+/// older version, or copied in); the group's are left as they are, since granting them is a
+/// deliberate choice. A missing file is fine. Returns whether the mode changed.
+pub fn make_private(path: &Path) -> Result<bool> {
     use std::os::unix::fs::PermissionsExt;
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
         Err(e) => return Err(e).with_context(|| format!("cannot stat {}", path.display())),
     };
     let mode = meta.permissions().mode();
-    if mode & 0o077 != 0 {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o700))
-            .with_context(|| format!("cannot restrict the permissions of {}", path.display()))?;
+    if mode & 0o007 == 0 {
+        return Ok(false);
     }
-    Ok(())
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & !0o007))
+        .with_context(|| format!("cannot restrict the permissions of {}", path.display()))?;
+    Ok(true)
 }
 
+/// `mode` is for a new file (the umask applies); a replaced file keeps its permission bits, so a
+/// `chmod 600` a person gave a config file survives the tool's edits. [`write_json_private`]
+/// passes `PRIVATE`, which is applied whatever was there.
 fn write_atomic_inner(path: &Path, bytes: &[u8], sync: bool, mode: u32) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     ensure_parent(path)?;
     let tmp = temp_path(path);
+    let keep = match std::fs::metadata(path) {
+        Ok(m) if mode != PRIVATE => Some(m.permissions().mode() & 0o7777),
+        _ => None,
+    };
     let result = (|| -> io::Result<()> {
         let mut f = OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        if let Some(bits) = keep {
+            f.set_permissions(std::fs::Permissions::from_mode(bits))?;
+        }
         f.write_all(bytes)?;
         if sync {
             f.sync_all()?;
@@ -297,11 +312,17 @@ pub fn write_new(path: &Path, bytes: &[u8]) -> Result<bool> {
 const EDIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// An exclusive advisory lock on the file that is at a path, for a read-modify-write of files that
-/// are replaced by renaming (sidecars); released when dropped.
+/// are replaced by renaming (sidecars); released when dropped. Holds nothing on filesystems that
+/// cannot lock (see [`lock_in_place`]).
 #[derive(Debug)]
 pub struct EditLock {
-    _file: File,
+    _file: Option<File>,
 }
+
+/// [`lock_in_place`] gave up waiting for another holder.
+#[derive(Debug, thiserror::Error)]
+#[error("{} is being changed by another process (still locked after {} s)", .0.display(), EDIT_WAIT.as_secs())]
+pub struct Busy(pub PathBuf);
 
 /// Lock the file at `path` for a read-modify-write among writers that all lock it this way: read
 /// it, write its replacement (rename over `path`), then drop the lock. `Ok(None)` when there is no
@@ -309,12 +330,16 @@ pub struct EditLock {
 ///
 /// The lock is on the file (`flock`), and a replacement is a new file, so after waiting the lock
 /// is checked to be on the file now at `path`; if that was replaced meanwhile, the new one is
-/// locked instead. Waits up to 10 s for another holder, then fails naming the file.
+/// locked instead. Waits up to 10 s for another holder, then fails with [`Busy`]. Where the
+/// filesystem cannot lock this way (NFS emulates `flock` with `fcntl` locks, which refuse a file
+/// opened read-only) the edit goes ahead unlocked, with a warning once.
 pub fn lock_in_place(path: &Path) -> Result<Option<EditLock>> {
     use std::os::unix::fs::MetadataExt;
     let deadline = std::time::Instant::now() + EDIT_WAIT;
     let mut pause = std::time::Duration::from_millis(1);
     'reopen: loop {
+        // Read-only: closing a descriptor opened for writing is a close-write event for watchers
+        // (ours included), even when nothing was written.
         let file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -327,11 +352,15 @@ pub fn lock_in_place(path: &Path) -> Result<Option<EditLock>> {
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(std::time::Duration::from_millis(50));
                 }
-                Err(std::fs::TryLockError::WouldBlock) => anyhow::bail!(
-                    "{} is being changed by another process (still locked after {} s)",
-                    path.display(),
-                    EDIT_WAIT.as_secs()
-                ),
+                Err(std::fs::TryLockError::WouldBlock) => return Err(Busy(path.to_path_buf()).into()),
+                Err(std::fs::TryLockError::Error(e)) if cannot_lock_here(&e) => {
+                    static WARNED: std::sync::Once = std::sync::Once::new();
+                    WARNED.call_once(|| {
+                        tracing::warn!(path = %path.display(), error = %e,
+                            "this filesystem cannot lock files; concurrent edits of one sidecar are not protected")
+                    });
+                    return Ok(path.exists().then_some(EditLock { _file: None }));
+                }
                 Err(std::fs::TryLockError::Error(e)) => {
                     return Err(e).with_context(|| format!("cannot lock {}", path.display()))
                 }
@@ -339,12 +368,20 @@ pub fn lock_in_place(path: &Path) -> Result<Option<EditLock>> {
         }
         let held = file.metadata().with_context(|| format!("cannot stat {}", path.display()))?;
         match std::fs::metadata(path) {
-            Ok(now) if (now.dev(), now.ino()) == (held.dev(), held.ino()) => return Ok(Some(EditLock { _file: file })),
+            Ok(now) if (now.dev(), now.ino()) == (held.dev(), held.ino()) => {
+                return Ok(Some(EditLock { _file: Some(file) }))
+            }
             Ok(_) => continue 'reopen, // replaced while we waited: lock the new file
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).with_context(|| format!("cannot stat {}", path.display())),
         }
     }
+}
+
+/// Lock errors that mean "this filesystem does not do locks", not "something is wrong".
+fn cannot_lock_here(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::Unsupported
+        || matches!(e.raw_os_error(), Some(code) if code == libc::ENOLCK || code == libc::EBADF || code == libc::EOPNOTSUPP)
 }
 
 /// Make renames inside `dir` durable (some filesystems refuse a directory fsync, which is harmless).
@@ -525,9 +562,16 @@ mod tests {
         write_json_private(&p, &serde_json::json!({"secret": "s"})).unwrap();
         assert_eq!(mode(&p), 0o600);
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
-        make_private(&p).unwrap();
+        assert!(make_private(&p).unwrap());
+        assert_eq!(mode(&p), 0o640, "others lose access; the group keeps what it was given");
+        assert!(!make_private(&p).unwrap());
+        assert!(!make_private(&dir.path().join("missing")).unwrap());
+        // An ordinary rewrite keeps the bits a person chose.
+        write_json_atomic(&p, &serde_json::json!({"again": true})).unwrap();
+        assert_eq!(mode(&p), 0o640);
+        // A private rewrite forces 0600.
+        write_json_private(&p, &serde_json::json!({"secret": "t"})).unwrap();
         assert_eq!(mode(&p), 0o600);
-        make_private(&dir.path().join("missing")).unwrap();
     }
 
     #[test]

@@ -22,19 +22,37 @@ pub fn run(ctx: &Ctx, cmd: WebhooksCommand) -> Result<ExitCode> {
     }
 }
 
-/// The secret in `path` (`-`: standard input), without one trailing newline; empty is an error.
+/// Longest secret `--secret-file` accepts.
+const SECRET_MAX: u64 = 4096;
+
+/// The secret in `path` (`-`: standard input, not a terminal), without one trailing line end (`\n` or
+/// `\r\n`). Empty, whitespace-only, over 4 KiB, or holding control characters is an error: a
+/// receiver could not reproduce signatures made with such a key.
 fn read_secret(path: &std::path::Path) -> Result<String> {
-    use std::io::Read;
-    let mut text = String::new();
+    use std::io::{IsTerminal, Read};
+    let mut raw = Vec::new();
     let read = if path.as_os_str() == "-" {
-        std::io::stdin().read_to_string(&mut text).map(drop)
+        if std::io::stdin().is_terminal() {
+            bail!(hinted(
+                "--secret-file - reads the secret from standard input, which is a terminal",
+                "pipe or redirect it: `--secret-file - <secret.txt`",
+            ));
+        }
+        std::io::stdin().take(SECRET_MAX + 3).read_to_end(&mut raw)
     } else {
-        std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text)).map(drop)
+        std::fs::File::open(path).and_then(|f| f.take(SECRET_MAX + 3).read_to_end(&mut raw))
     };
     read.with_context(|| format!("cannot read the secret from {}", path.display()))?;
-    let secret = text.strip_suffix('\n').map(|s| s.strip_suffix('\r').unwrap_or(s)).unwrap_or(&text);
-    if secret.is_empty() {
+    let text = String::from_utf8(raw).map_err(|_| anyhow::anyhow!("{}: the secret is not UTF-8", path.display()))?;
+    let secret = text.strip_suffix("\r\n").or_else(|| text.strip_suffix('\n')).unwrap_or(&text);
+    if secret.len() as u64 > SECRET_MAX {
+        bail!("{}: the secret is longer than {SECRET_MAX} bytes", path.display());
+    }
+    if secret.trim().is_empty() {
         bail!("{}: the secret is empty", path.display());
+    }
+    if secret.chars().any(char::is_control) {
+        bail!("{}: the secret holds control characters (more than one line?)", path.display());
     }
     Ok(secret.to_string())
 }

@@ -289,11 +289,15 @@ impl WebhookStore {
 
     /// All registrations (empty when the file does not exist). Accepts the original's bare array.
     pub fn load(&self) -> Result<Vec<Registration>> {
-        let Some(doc) = crate::fs::read_json_opt(&self.file)? else { return Ok(Vec::new()) };
-        // Written 0600 since it holds secrets; tighten one an older version (or a person) left readable.
+        // Written 0600 since it holds secrets; tighten one an older version (or a person) left
+        // readable by others, before parsing so a corrupt one is tightened too.
         if let Err(e) = crate::fs::make_private(&self.file) {
-            tracing::warn!(error = %format!("{e:#}"), "the webhook registrations are readable by others");
+            static WARNED: std::sync::Once = std::sync::Once::new();
+            WARNED.call_once(
+                || tracing::warn!(error = %format!("{e:#}"), "the webhook registrations are readable by others"),
+            );
         }
+        let Some(doc) = crate::fs::read_json_opt(&self.file)? else { return Ok(Vec::new()) };
         let list = match doc {
             Value::Array(items) => Value::Array(items),
             Value::Object(mut map) => match map.remove("webhooks") {

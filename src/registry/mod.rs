@@ -46,6 +46,12 @@ pub enum RegistryError {
     InvalidSidecar { sidecar: String, error: Invalid },
     #[error("{0} already exists with different content")]
     Exists(String),
+    /// A batched update whose sidecar was changed by another writer after the change was planned.
+    #[error("{0} changed meanwhile; left as it is")]
+    Changed(String),
+    /// A read-modify-write that kept losing to other writers.
+    #[error("{0} kept changing while this edit was retried; try again")]
+    Busy(String),
 }
 
 /// Options for a registration (CLI flags, HTTP body). Empty options register with derived values.
@@ -279,17 +285,25 @@ impl Registry {
     /// one `plan` saw (see [`Registry::commit`]), otherwise `plan` runs again on the new one. So two
     /// processes editing one sidecar at once both get their edit in.
     fn edit(&self, rel: &RelPath, plan: impl Fn(Option<Parsed>) -> Result<Plan>) -> Result<Outcome> {
+        let mut refused_new = false;
         for _ in 0..EDIT_ATTEMPTS {
-            match plan(self.read_sidecar(rel)?)? {
+            let current = self.read_sidecar(rel)?;
+            if refused_new && current.is_none() {
+                // Creating it was refused, yet there is still no sidecar to read: something that is
+                // not a sidecar file (a dangling link, a folder) holds the name.
+                anyhow::bail!("{} exists but is not a readable sidecar file; move it away", rel.sidecar());
+            }
+            match plan(current)? {
                 Plan::Unchanged(asset) => return Ok(Outcome { asset, events: Vec::new() }),
                 Plan::Write(change) => {
                     if let Some(events) = self.commit(&change)? {
                         return Ok(Outcome { asset: change.asset, events });
                     }
+                    refused_new = change.previous.is_none();
                 }
             }
         }
-        anyhow::bail!("{} kept changing while this edit was retried {EDIT_ATTEMPTS} times; try again", rel.sidecar())
+        Err(RegistryError::Busy(rel.sidecar().to_string()).into())
     }
 
     /// Write a planned change only if the sidecar is still the one it was planned from: a new
@@ -381,11 +395,7 @@ impl Registry {
     /// Take `rel` out of the registry: the file (when present) and its sidecar move to
     /// `logs/trash/<stamp>/<rel>` and `<rel>.asset.json`. Nothing is deleted.
     pub fn remove(&self, rel: &RelPath) -> Result<Outcome> {
-        // Under the sidecar's edit lock, so an edit in flight elsewhere is not lost in the trash.
-        let Some(_lock) = crate::fs::lock_in_place(&self.sidecar_abs(rel))? else {
-            return Err(RegistryError::NotRegistered(rel.to_string()).into());
-        };
-        let parsed = self.read_valid(rel)?;
+        self.read_valid(rel)?;
         let mut stamp_dir = self.trash.join(crate::time::file_stamp());
         let mut n = 1;
         while rel.under(&stamp_dir).exists() || rel.sidecar().under(&stamp_dir).exists() {
@@ -396,6 +406,13 @@ impl Registry {
         if std::fs::symlink_metadata(&file).is_ok_and(|m| m.is_file()) {
             crate::fs::move_file(&file, &rel.under(&stamp_dir))?;
         }
+        // The sidecar last, under its edit lock and read again, so an edit that landed meanwhile is
+        // what goes to the trash (and into the event). The lock is not held while the file moves,
+        // which may be a copy across filesystems.
+        let Some(_lock) = crate::fs::lock_in_place(&self.sidecar_abs(rel))? else {
+            return Err(RegistryError::NotRegistered(rel.to_string()).into());
+        };
+        let parsed = self.read_valid(rel)?;
         crate::fs::move_file(&self.sidecar_abs(rel), &rel.sidecar().under(&stamp_dir))?;
         let asset = parsed.sidecar;
         Ok(Outcome { asset: asset.clone(), events: vec![RegistryEvent::AssetRemoved { asset, trashed_to: stamp_dir }] })
@@ -533,7 +550,7 @@ fn commit_one(registry: &Registry, change: &Change, staged: crate::fs::Staged) -
             let lock = crate::fs::lock_in_place(&target)?;
             if lock.is_none() || !registry.still(&change.rel, previous) {
                 staged.abort();
-                anyhow::bail!("{} changed meanwhile; left as it is (run again to update it)", change.rel.sidecar());
+                return Err(RegistryError::Changed(change.rel.sidecar().to_string()).into());
             }
             staged.commit()?;
         }

@@ -329,3 +329,13 @@ fn a_change_planned_from_an_old_sidecar_is_refused() {
     assert_eq!(e.sidecar_json(&rel)["license"], json!("CC0-1.0"));
     assert_eq!(e.sidecar_json(&rel)["tags"], json!(["night"]));
 }
+
+#[test]
+fn a_name_held_by_something_else_is_a_clear_error_not_a_retry_loop() {
+    let e = env();
+    let rel = e.write("bg/sky.png", b"sky");
+    std::os::unix::fs::symlink("/nonexistent/target", e.reg.sidecar_abs(&rel)).unwrap();
+    let err = format!("{:#}", e.reg.register(&rel, &RegisterOptions::default(), &free).unwrap_err());
+    assert!(err.contains("exists but is not a readable sidecar file"), "{err}");
+    assert!(std::fs::symlink_metadata(e.reg.sidecar_abs(&rel)).unwrap().file_type().is_symlink(), "left as it is");
+}

@@ -177,11 +177,13 @@ impl Anonymiser {
 }
 
 fn read_secret_file(file: &Path) -> Result<Option<Anonymiser>> {
-    let Some(doc) = crate::fs::read_json_opt(file)? else { return Ok(None) };
-    // Written 0600 since it holds a secret; tighten one an older version left readable.
+    // Written 0600 since it holds a secret; tighten one an older version left readable by others
+    // (before parsing, so a corrupt one is tightened before it is quarantined too).
     if let Err(e) = crate::fs::make_private(file) {
-        tracing::warn!(error = %format!("{e:#}"), "the anonymiser key file is readable by others");
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| tracing::warn!(error = %format!("{e:#}"), "the anonymiser key file is readable by others"));
     }
+    let Some(doc) = crate::fs::read_json_opt(file)? else { return Ok(None) };
     let secret =
         doc.get("secret").and_then(Value::as_str).ok_or_else(|| anyhow!("{}: no \"secret\" string", file.display()))?;
     Anonymiser::from_base64(secret).with_context(|| format!("{}: bad \"secret\"", file.display())).map(Some)
@@ -360,8 +362,8 @@ mod tests {
         let mode = || std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
         let made = create(&file).unwrap();
         assert_eq!(mode(), 0o600);
-        // A key file left readable by an older version is tightened when read.
-        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+        // A key file left readable by others is tightened when read.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o604)).unwrap();
         assert_eq!(read_secret_file(&file).unwrap().unwrap().key, made.key);
         assert_eq!(mode(), 0o600);
     }

@@ -148,6 +148,8 @@ impl RegistrySink {
     /// Move or restore: `source` is the sidecar to carry over (its bytes), `old` the file it described.
     fn carry(&self, to: &Path, source: &Path, hash: Option<(&str, u64)>) -> Result<Applied> {
         let rel = self.rel(to)?;
+        // Read, rewrite and remove the source under its edit lock, so an edit of it is not lost.
+        let _lock = crate::fs::lock_in_place(source)?;
         let bytes = std::fs::read(source).with_context(|| format!("cannot read {}", source.display()))?;
         let parsed = registry::sidecar::parse(&bytes, &rel)
             .map_err(|error| RegistryError::InvalidSidecar { sidecar: source.display().to_string(), error })?;
@@ -269,10 +271,16 @@ impl Sink for RegistrySink {
         let mut written = self.registry.write_batch(&changes).into_iter().zip(changes);
         planned
             .into_iter()
-            .map(|p| {
+            .zip(actions)
+            .map(|(p, action)| {
                 p?;
                 let (w, change) = written.next().ok_or_else(|| anyhow!("batch write lost a result"))?;
-                let w = w?;
+                let w = match w {
+                    Ok(w) => w,
+                    // Another writer changed the sidecar after it was planned: plan again from it.
+                    Err(e) if matches!(e.downcast_ref(), Some(RegistryError::Changed(_))) => return self.write(action),
+                    Err(e) => return Err(e),
+                };
                 Ok(Applied {
                     events: to_hooks(&w),
                     known: Some(self.known(&change.asset)),

@@ -551,8 +551,12 @@ fn the_secret_can_come_from_a_file_or_stdin_instead_of_the_command_line() {
     let file = env.path("secret.txt").display().to_string();
     env.run(&["webhooks", "add", "--event", "*", "--url", "http://127.0.0.1:9/a", "--secret-file", &file]).ok();
     assert_eq!(stored(&env), ["from-a-file"]);
-    let r = env.run_stdin(&add, b"\n").code(2);
+    let r = env.run_stdin(&add, b" \n").code(2);
     assert!(r.stderr.contains("the secret is empty"), "{}", r.stderr);
+    let r = env.run_stdin(&add, b"two\nlines\n").code(2);
+    assert!(r.stderr.contains("control characters"), "{}", r.stderr);
+    let r = env.run_stdin(&add, &[b'k'; 5000]).code(2);
+    assert!(r.stderr.contains("longer than 4096 bytes"), "{}", r.stderr);
     let r =
         env.run(&["webhooks", "add", "--event", "*", "--url", "http://x/", "--secret-file", "/nonexistent/s"]).code(2);
     assert!(r.stderr.contains("cannot read the secret from /nonexistent/s"), "{}", r.stderr);

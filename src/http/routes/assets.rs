@@ -558,6 +558,9 @@ fn default_dest(asset_type: Option<&str>, file_name: &str) -> Result<RelPath, Ap
 
 /// The status of a registry refusal.
 fn registry_error(err: anyhow::Error) -> ApiError {
+    if let Some(busy) = err.downcast_ref::<crate::fs::Busy>() {
+        return ApiError::new(409, &busy.to_string());
+    }
     let Some(e) = err.downcast_ref::<RegistryError>() else { return ApiError::internal(err) };
     let msg = e.to_string();
     match e {
@@ -565,7 +568,10 @@ fn registry_error(err: anyhow::Error) -> ApiError {
             ApiError::bad_request(&msg)
         }
         RegistryError::NoSuchFile(_) | RegistryError::NotRegistered(_) => ApiError::not_found(&msg),
-        RegistryError::Exists(_) | RegistryError::InvalidSidecar { .. } => ApiError::new(409, &msg),
+        RegistryError::Exists(_)
+        | RegistryError::InvalidSidecar { .. }
+        | RegistryError::Changed(_)
+        | RegistryError::Busy(_) => ApiError::new(409, &msg),
     }
 }
 
