@@ -15,6 +15,7 @@ pub mod fs;
 pub mod hooks;
 pub mod http;
 pub mod log;
+pub mod memory;
 pub mod outbound;
 pub mod output;
 pub mod paths;

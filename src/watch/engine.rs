@@ -291,6 +291,7 @@ impl<S: Sink> Engine<S> {
         let started = self.started_event(start_reason);
         self.emit(vec![started]).context("cannot append obs.watch_started to the hook history")?;
         self.reconcile("start");
+        crate::memory::release_free(); // the start-up reconcile's walk of the whole tree
         while !self.stopped() {
             let now = self.clock.now();
             let mut wait = STOP_CHECK;

@@ -63,6 +63,8 @@ impl Assets {
             Index::default()
         };
         tracing::debug!(assets = index.len(), "asset index built");
+        crate::memory::release_free(); // the build's read buffers and parse trees
+
         Ok(Assets {
             registry,
             index: RwLock::new(index),
