@@ -10,8 +10,6 @@
 //!
 //! **Fix.** Keep one copy and point scenes at its uid, or accept the warning.
 
-use std::collections::BTreeMap;
-
 use super::{Ctx, RuleInfo};
 use crate::audit::{FileState, Finding, Severity};
 
@@ -26,21 +24,27 @@ pub const RULE: RuleInfo = RuleInfo {
 const NAMED: usize = 3;
 
 pub fn check(ctx: &Ctx, out: &mut Vec<Finding>) {
-    let mut by_hash: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for a in &ctx.scan.assets {
-        if let FileState::Hashed { hash, .. } = &a.file {
-            by_hash.entry(hash.as_str()).or_default().push(a.rel.as_str());
-        }
-    }
-    for paths in by_hash.values().filter(|p| p.len() > 1) {
-        for path in paths {
-            let others: Vec<&str> = paths.iter().copied().filter(|p| p != path).collect();
+    // (hash, path) sorted: equal hashes become runs, paths in order within each. A sort of borrowed
+    // pairs, not a map of vectors: no allocation per asset.
+    let mut pairs: Vec<(&str, &str)> = ctx
+        .scan
+        .assets
+        .iter()
+        .filter_map(|a| match &a.file {
+            FileState::Hashed { hash, .. } => Some((hash.as_str(), a.rel.as_str())),
+            FileState::Unreadable(_) => None,
+        })
+        .collect();
+    pairs.sort_unstable();
+    for run in pairs.chunk_by(|a, b| a.0 == b.0).filter(|run| run.len() > 1) {
+        for &(_, path) in run {
+            let others: Vec<&str> = run.iter().map(|&(_, p)| p).filter(|p| *p != path).collect();
             let mut msg =
                 format!("same content as {}", others.iter().take(NAMED).copied().collect::<Vec<_>>().join(", "));
             if others.len() > NAMED {
                 msg.push_str(&format!(" and {} more", others.len() - NAMED));
             }
-            out.push(Finding::new(&RULE, *path, msg));
+            out.push(Finding::new(&RULE, path, msg));
         }
     }
 }

@@ -39,17 +39,18 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Finding>) {
         }
     }
     for a in &ctx.scan.assets {
-        let sidecar = a.rel.sidecar();
+        // The sidecar's path is built only for a finding (most assets have none).
+        let sidecar = || a.rel.sidecar().to_string();
         match &a.sidecar {
-            SidecarState::Invalid(message) => out.push(Finding::new(&RULE, sidecar.as_str(), message.clone())),
+            SidecarState::Invalid(message) => out.push(Finding::new(&RULE, sidecar(), message.clone())),
             SidecarState::Valid(f) => {
                 if !f.fixable.is_empty() {
-                    out.push(Finding::new(&RULE, sidecar.as_str(), f.fixable.join("; ")).fixable());
+                    out.push(Finding::new(&RULE, sidecar(), f.fixable.join("; ")).fixable());
                 }
                 if let Some(owner) = owners.get(f.uid.as_str()).filter(|o| **o != a.rel.as_str()) {
                     out.push(Finding::new(
                         &RULE,
-                        sidecar.as_str(),
+                        sidecar(),
                         format!(
                             "uid: {:?} is also used by {owner} (copied sidecar?); give one of them a new uid",
                             f.uid
