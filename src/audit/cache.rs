@@ -61,10 +61,9 @@ impl Compact {
     fn of(f: &Facts, rel: &RelPath, file_hash: Option<&str>) -> Compact {
         let hash = (file_hash != Some(f.hash.as_str())).then(|| f.hash.clone());
         let uid = (f.hash.is_empty() || f.hash.get(..16) != Some(f.uid.as_str())).then(|| f.uid.clone());
-        let derived = sidecar::derive_type(rel);
         Compact(
             uid,
-            (f.asset_type != derived).then(|| f.asset_type.clone()),
+            (f.asset_type != sidecar::derived_type(rel)).then(|| f.asset_type.clone()),
             (f.recorded_path != rel.as_str()).then(|| f.recorded_path.clone()),
             hash,
             f.bytes.unwrap_or(0),
@@ -86,7 +85,7 @@ impl Compact {
         };
         let asset_type = match &self.1 {
             Some(t) => t.clone(),
-            None => sidecar::derive_type(&RelPath::parse(rel).ok()?),
+            None => sidecar::derived_type_of(rel).to_string(),
         };
         Some(Facts {
             uid,
@@ -218,6 +217,7 @@ impl StatCache {
             .into_iter()
             .filter(|r| !in_scope(&r.0, scan.scope.as_ref()) && !seen(&r.0))
             .collect();
+        rows.reserve(expected);
         for a in &scan.assets {
             let (file, side) = parts(a, limit);
             if file.is_none() && side.is_none() {

@@ -100,9 +100,7 @@ impl RelPath {
 
     /// The folders above the file, outermost first.
     pub fn dirs(&self) -> impl Iterator<Item = &str> {
-        let mut parts: Vec<&str> = self.0.split('/').collect();
-        parts.pop();
-        parts.into_iter()
+        self.0.rsplit_once('/').map(|(dirs, _)| dirs).into_iter().flat_map(|dirs| dirs.split('/'))
     }
 
     /// The absolute path under `root`.

@@ -482,17 +482,30 @@ pub fn normalise_tags<S: AsRef<str>>(tags: impl IntoIterator<Item = S>) -> Vec<S
 
 /// `type` for a new asset: the first folder under the assets root, else by file extension.
 pub fn derive_type(rel: &RelPath) -> String {
-    if let Some(first) = rel.dirs().next() {
-        return first.to_string();
+    derived_type(rel).to_string()
+}
+
+/// [`derive_type`] without an allocation (the audit's stat cache compares it for every asset).
+pub fn derived_type(rel: &RelPath) -> &str {
+    derived_type_of(rel.as_str())
+}
+
+/// [`derived_type`] of a path already known to be a valid [`RelPath`] string.
+pub fn derived_type_of(rel: &str) -> &str {
+    if let Some((first, _)) = rel.split_once('/') {
+        return first;
     }
-    let ext = rel.file_name().rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
-    match ext.as_str() {
-        "png" | "jpg" | "jpeg" | "gif" | "webp" | "bmp" | "tga" | "tif" | "tiff" | "svg" | "avif" | "psd" => "image",
-        "wav" | "mp3" | "ogg" | "flac" | "m4a" | "aac" | "opus" | "mid" | "midi" => "audio",
-        "json" => "json",
-        _ => "generic",
+    let ext = rel.rsplit_once('.').map_or("", |(_, e)| e);
+    let is = |list: &[&str]| list.iter().any(|x| x.eq_ignore_ascii_case(ext));
+    if is(&["png", "jpg", "jpeg", "gif", "webp", "bmp", "tga", "tif", "tiff", "svg", "avif", "psd"]) {
+        "image"
+    } else if is(&["wav", "mp3", "ogg", "flac", "m4a", "aac", "opus", "mid", "midi"]) {
+        "audio"
+    } else if is(&["json"]) {
+        "json"
+    } else {
+        "generic"
     }
-    .to_string()
 }
 
 /// Tags derived from a path for `--fill-metadata`: the folders, then the words of the file stem
