@@ -16,6 +16,7 @@ use crate::exit_code::{hinted, ExitCode};
 use crate::http::{AppState, ServeSettings, Server};
 
 pub fn run(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
+    crate::memory::limit_arenas(std::thread::available_parallelism().map_or(2, |n| n.get()));
     let mut settings = ServeSettings::from_config(&ctx.config.obs.server)?;
     if let Some(bind) = &args.bind {
         settings.bind = parse_bind(bind)?;
