@@ -75,6 +75,33 @@ impl Entry {
     }
 }
 
+/// An index entry with a 64-bit summary of its tags ([`tag_bits`]) kept beside the pointer.
+#[derive(Debug, Clone)]
+struct Slot {
+    tags: u64,
+    entry: Box<Entry>,
+}
+
+impl Slot {
+    fn new(entry: Entry) -> Slot {
+        Slot { tags: entry.tags_lc.iter().fold(0, |bits, t| bits | tag_bits(t)), entry: Box::new(entry) }
+    }
+}
+
+impl std::ops::Deref for Slot {
+    type Target = Entry;
+    fn deref(&self) -> &Entry {
+        &self.entry
+    }
+}
+
+/// Two of 64 bits chosen by a hash of a lower-cased tag (FNV-1a). An asset whose summary lacks
+/// any bit of a wanted tag cannot have that tag; one that has them all is checked for real.
+fn tag_bits(tag_lc: &str) -> u64 {
+    let h = tag_lc.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    (1 << (h & 63)) | (1 << ((h >> 6) & 63))
+}
+
 /// A list query (`GET /assets` parameters). All filters are case-insensitive and combine with AND.
 #[derive(Debug, Clone, Default)]
 pub struct Query {
@@ -102,8 +129,9 @@ pub struct Page<'a> {
 #[derive(Debug, Clone, Default)]
 pub struct Index {
     /// Boxed: B-tree nodes hold 11 values inline and are often half full; a ~560-byte `Entry` inline
-    /// would waste more than the box costs.
-    by_path: BTreeMap<String, Box<Entry>>,
+    /// would waste more than the box costs. Each slot carries its tag bits inline, so a tag filter
+    /// skips non-matching assets without following the box.
+    by_path: BTreeMap<String, Slot>,
     by_uid: HashMap<String, String>,
     /// Sorted uids per hash. A `Vec`, not a `BTreeSet`: almost every hash has one uid, and a B-tree
     /// leaf for one string is ~290 bytes (about 5 MB over 20,000 assets).
@@ -201,13 +229,13 @@ impl Index {
         if let Err(at) = uids.binary_search(&asset.uid) {
             uids.insert(at, asset.uid.clone());
         }
-        self.by_path.insert(asset.path.clone(), Box::new(Entry::new(asset)));
+        self.by_path.insert(asset.path.clone(), Slot::new(Entry::new(asset)));
         previous
     }
 
     pub fn remove(&mut self, uid: &str) -> Option<Sidecar> {
         let path = self.by_uid.remove(uid)?;
-        let entry = self.by_path.remove(&path)?;
+        let entry = self.by_path.remove(&path)?.entry;
         if let Some(set) = self.by_hash.get_mut(&entry.asset.hash) {
             set.retain(|u| u != uid);
             if set.is_empty() {
@@ -240,17 +268,22 @@ impl Index {
         let limit = q.limit.unwrap_or(usize::MAX);
         let mut items = Vec::new();
         let mut total = 0;
-        let candidates: Box<dyn Iterator<Item = &Entry>> = match &hash_lc {
+        let candidates: Box<dyn Iterator<Item = &Slot>> = match &hash_lc {
             Some(h) => Box::new(
                 self.uids_with_hash(h)
                     .into_iter()
                     .filter_map(|u| self.by_uid.get(u))
-                    .filter_map(|p| self.by_path.get(p).map(|e| &**e)),
+                    .filter_map(|p| self.by_path.get(p)),
             ),
-            None => Box::new(self.by_path.values().map(|e| &**e)),
+            None => Box::new(self.by_path.values()),
         };
+        let wanted_tags = tags_lc.iter().fold(0, |bits, t| bits | tag_bits(t));
         let mut matches: Vec<&Entry> = Vec::new();
-        for e in candidates {
+        for slot in candidates {
+            if slot.tags & wanted_tags != wanted_tags {
+                continue; // lacks a wanted tag: decided without touching the entry
+            }
+            let e: &Entry = slot;
             if type_lc.as_ref().is_some_and(|t| &e.type_lc != t) {
                 continue;
             }
@@ -365,6 +398,41 @@ mod tests {
         assert_eq!(i.len(), 3);
         i.remove("u3");
         assert!(i.uids_with_hash(&"a".repeat(64)).is_empty());
+    }
+
+    #[test]
+    fn tag_queries_match_a_plain_scan() {
+        // 300 assets with pseudo-random subsets of 40 tags (many share summary bits), after
+        // updates that change tags: the tag summaries must never hide a match or admit a wrong one.
+        let tags: Vec<String> = (0..40).map(|i| format!("Tag{i}")).collect();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rand = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut i = Index::default();
+        for n in 0..300 {
+            let mine: Vec<&str> = tags.iter().filter(|_| rand() % 8 == 0).map(String::as_str).collect();
+            i.upsert(asset(&format!("bg/a{n:03}.png"), &format!("u{n}"), "a", &mine, None));
+        }
+        for n in (0..300).step_by(7) {
+            let mut changed = i.get(&format!("u{n}")).unwrap().clone();
+            changed.tags = vec!["Tag3".into(), "late".into()];
+            i.upsert(changed);
+        }
+        for wanted in [vec!["tag3"], vec!["TAG3", "tag17"], vec!["late"], vec!["tag39", "tag0", "tag21"], vec!["nope"]]
+        {
+            let q = Query { tags: wanted.iter().map(|t| t.to_string()).collect(), ..Default::default() };
+            let got: Vec<&str> = i.query(&q).items.iter().map(|a| a.path.as_str()).collect();
+            let expected: Vec<&str> = i
+                .iter()
+                .filter(|a| wanted.iter().all(|w| a.tags.iter().any(|t| t.eq_ignore_ascii_case(w))))
+                .map(|a| a.path.as_str())
+                .collect();
+            assert_eq!(got, expected, "tags {wanted:?}");
+        }
     }
 
     #[test]
