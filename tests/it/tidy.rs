@@ -24,9 +24,10 @@ fn sources() -> Vec<(PathBuf, String)> {
     out
 }
 
-/// Lines that are code (not comments), up to the unit-test module (tests may write fixtures directly).
+/// Lines that are code (not comments), up to the unit-test module (tests may write fixtures directly):
+/// the first `#[cfg(test)]` at the start of a line, not an indented one on a single item.
 fn code_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
-    text.lines().enumerate().take_while(|(_, l)| l.trim() != "#[cfg(test)]").filter(|(_, l)| {
+    text.lines().enumerate().take_while(|(_, l)| l.trim_end() != "#[cfg(test)]").filter(|(_, l)| {
         let t = l.trim_start();
         !(t.starts_with("//") || t.starts_with("///") || t.starts_with("//!"))
     })

@@ -255,7 +255,11 @@ pub fn routes() -> Vec<Route> {
             .error(400, "Bad `dest_path` (absolute, `..`, through a symbolic link, a sidecar name) or a source that \
                 cannot be registered.")
             .error(404, "Source file does not exist.")
-            .error(409, "The destination exists with different content, or has an invalid sidecar."),
+            .error(
+                409,
+                "The destination exists with different content, or has an invalid sidecar, or another \
+                 process kept changing its sidecar (or held it locked for over 10 s).",
+            ),
         a(Route::post("/assets/upload", upload))
             .summary("Upload and register a file (multipart/form-data)")
             .describe("Fields: `file` (required), `asset_type` (default `generic`), `dest_path` (default \
@@ -276,7 +280,8 @@ pub fn routes() -> Vec<Route> {
             .path_param("uid", "The asset's stable uid.")
             .ok(json!({"type": "object", "required": ["ok", "trashed"],
                 "properties": {"ok": {"const": true}, "trashed": {"const": true}}}))
-            .error(404, "Asset not found."),
+            .error(404, "Asset not found.")
+            .error(409, "Another process kept changing the sidecar, or held it locked for over 10 s."),
     ]
 }
 
