@@ -75,6 +75,9 @@ impl Entry {
     }
 }
 
+/// Sidecars read in parallel per step of [`Index::build`].
+const BUILD_CHUNK: usize = 2048;
+
 /// An index entry with a 64-bit summary of its tags ([`tag_bits`]) kept beside the pointer.
 #[derive(Debug, Clone)]
 struct Slot {
@@ -149,34 +152,23 @@ impl Index {
             .iter()
             .map(|t| Problem::Unreadable { path: t.path.clone(), message: t.message.clone() })
             .collect();
-        let read: Vec<Result<Sidecar, Problem>> = found
-            .sidecars
-            .par_iter()
-            .map(|f| {
-                let sidecar_rel = f.rel.to_string();
-                let Some(rel) = f.rel.asset_of_sidecar().filter(|r| assets.contains(r.as_str())) else {
-                    return Err(Problem::OrphanSidecar { sidecar: sidecar_rel });
-                };
-                read_one(registry, &rel)
-            })
-            .collect();
         let mut index = Index::default();
-        for r in read {
-            match r {
-                Ok(asset) => {
-                    if let Some(kept) = index.by_uid.get(&asset.uid) {
-                        problems.push(Problem::DuplicateUid {
-                            uid: asset.uid.clone(),
-                            path: asset.path.clone(),
-                            kept: kept.clone(),
-                        });
-                        continue;
-                    }
-                    index.upsert(asset);
-                }
-                Err(p) => problems.push(p),
-            }
+        // Read in parallel a chunk at a time and index each chunk before reading the next: the parsed
+        // sidecars waiting to be indexed (~500 bytes each) never pile up for the whole tree.
+        for chunk in found.sidecars.chunks(BUILD_CHUNK) {
+            let read: Vec<Result<Sidecar, Problem>> = chunk
+                .par_iter()
+                .map(|f| {
+                    let sidecar_rel = f.rel.to_string();
+                    let Some(rel) = f.rel.asset_of_sidecar().filter(|r| assets.contains(r.as_str())) else {
+                        return Err(Problem::OrphanSidecar { sidecar: sidecar_rel });
+                    };
+                    read_one(registry, &rel)
+                })
+                .collect();
+            index.add_read(read, &mut problems);
         }
+
         let with_sidecar: HashSet<RelPath> = found.sidecars.iter().filter_map(|s| s.rel.asset_of_sidecar()).collect();
         for f in &found.assets {
             if !with_sidecar.contains(&f.rel) {
@@ -185,6 +177,26 @@ impl Index {
         }
         problems.sort_by(|a, b| problem_path(a).cmp(problem_path(b)));
         Ok((index, problems))
+    }
+
+    /// Index what a build read, in order; the first sidecar to claim a uid keeps it.
+    fn add_read(&mut self, read: Vec<Result<Sidecar, Problem>>, problems: &mut Vec<Problem>) {
+        for r in read {
+            match r {
+                Ok(asset) => {
+                    if let Some(kept) = self.by_uid.get(&asset.uid) {
+                        problems.push(Problem::DuplicateUid {
+                            uid: asset.uid.clone(),
+                            path: asset.path.clone(),
+                            kept: kept.clone(),
+                        });
+                        continue;
+                    }
+                    self.upsert(asset);
+                }
+                Err(p) => problems.push(p),
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
