@@ -63,7 +63,7 @@ impl Compact {
         let uid = (f.hash.is_empty() || f.hash.get(..16) != Some(f.uid.as_str())).then(|| f.uid.clone());
         Compact(
             uid,
-            (f.asset_type != sidecar::derived_type(rel)).then(|| f.asset_type.clone()),
+            (f.asset_type != sidecar::derived_type_of(rel.as_str())).then(|| f.asset_type.clone()),
             (f.recorded_path != rel.as_str()).then(|| f.recorded_path.clone()),
             hash,
             f.bytes.unwrap_or(0),

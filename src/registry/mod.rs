@@ -223,6 +223,15 @@ impl Registry {
         }
     }
 
+    /// [`Registry::hash`] of `rel`, computed on the first call for `memo` only: a retried edit does
+    /// not hash the file again.
+    fn hash_once<'m>(&self, rel: &RelPath, memo: &'m std::cell::OnceCell<(String, u64)>) -> Result<&'m (String, u64)> {
+        if memo.get().is_none() {
+            let _ = memo.set(self.hash(rel)?);
+        }
+        Ok(memo.get().expect("set above"))
+    }
+
     /// Register the file at `rel` (already inside the root). A file that already has a sidecar gets
     /// `opts` merged in and its machine fields refreshed instead. `taken` says whether a uid is in use
     /// by another asset (ask the [`Index`]); a clash gets a uid derived from the hash and the path.
@@ -255,11 +264,11 @@ impl Registry {
     /// Re-hash `rel` and refresh its machine fields (`hash`, `bytes`, `path`, missing fields); human
     /// fields are kept. No events when nothing changed.
     pub fn refresh(&self, rel: &RelPath, taken: &dyn Fn(&str) -> bool) -> Result<Outcome> {
-        self.read_valid(rel)?;
-        let (hash, bytes) = self.hash(rel)?;
+        let hashed = std::cell::OnceCell::new();
         self.edit(rel, |current| {
             let parsed = current.ok_or_else(|| RegistryError::NotRegistered(rel.to_string()))?;
-            let next = refreshed(&parsed, rel, &hash, bytes, taken);
+            let (hash, bytes) = self.hash_once(rel, &hashed)?;
+            let next = refreshed(&parsed, rel, hash, *bytes, taken);
             Ok(update_plan(rel, parsed, next))
         })
     }
@@ -267,13 +276,14 @@ impl Registry {
     /// Edit human fields. Machine fields missing from a hand-written sidecar are filled (which hashes
     /// the file); present ones are left alone.
     pub fn update_meta(&self, rel: &RelPath, patch: &MetaPatch, taken: &dyn Fn(&str) -> bool) -> Result<Outcome> {
+        let hashed = std::cell::OnceCell::new();
         self.edit(rel, |current| {
             let parsed = current.ok_or_else(|| RegistryError::NotRegistered(rel.to_string()))?;
             let mut next = if parsed.fixable.is_empty() {
                 parsed.sidecar.clone()
             } else {
-                let (hash, bytes) = self.hash(rel)?;
-                refreshed(&parsed, rel, &hash, bytes, taken)
+                let (hash, bytes) = self.hash_once(rel, &hashed)?;
+                refreshed(&parsed, rel, hash, *bytes, taken)
             };
             apply_patch(&mut next, patch);
             Ok(update_plan(rel, parsed, next))
@@ -321,19 +331,19 @@ impl Registry {
                 }
             }
             Some(previous) => {
-                let Some(_lock) = crate::fs::lock_in_place(&path)? else { return Ok(None) };
-                if !self.still(&change.rel, previous) {
-                    return Ok(None);
-                }
+                let Some(_lock) = self.lock_unchanged(&change.rel, previous)? else { return Ok(None) };
                 crate::fs::write_atomic(&path, &bytes)?;
             }
         }
         Ok(Some(change.events(path)))
     }
 
-    /// Whether the sidecar of `rel` still reads as `previous` (call under its edit lock).
-    fn still(&self, rel: &RelPath, previous: &Sidecar) -> bool {
-        matches!(self.read_sidecar(rel), Ok(Some(p)) if &p.sidecar == previous)
+    /// The edit lock on the sidecar of `rel`, if that sidecar still reads as `previous`; `None` (no
+    /// lock held) when it is gone or changed.
+    fn lock_unchanged(&self, rel: &RelPath, previous: &Sidecar) -> Result<Option<crate::fs::EditLock>> {
+        let lock = crate::fs::lock_in_place(&self.sidecar_abs(rel))?;
+        let unchanged = matches!(self.read_sidecar(rel), Ok(Some(p)) if &p.sidecar == previous);
+        Ok(lock.filter(|_| unchanged))
     }
 
     /// Write many sidecars with one durability barrier: stage all, `syncfs` once, rename each,
@@ -546,14 +556,14 @@ impl Registry {
 fn commit_one(registry: &Registry, change: &Change, staged: crate::fs::Staged) -> Result<PathBuf> {
     let target = staged.target().to_path_buf();
     match &change.previous {
-        Some(previous) => {
-            let lock = crate::fs::lock_in_place(&target)?;
-            if lock.is_none() || !registry.still(&change.rel, previous) {
+        Some(previous) => match registry.lock_unchanged(&change.rel, previous) {
+            Ok(Some(_lock)) => staged.commit()?,
+            other => {
                 staged.abort();
+                other?;
                 return Err(RegistryError::Changed(change.rel.sidecar().to_string()).into());
             }
-            staged.commit()?;
-        }
+        },
         None => {
             if !staged.commit_new()? {
                 anyhow::bail!("{} appeared meanwhile; left as it is", change.rel.sidecar());

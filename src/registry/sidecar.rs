@@ -482,15 +482,11 @@ pub fn normalise_tags<S: AsRef<str>>(tags: impl IntoIterator<Item = S>) -> Vec<S
 
 /// `type` for a new asset: the first folder under the assets root, else by file extension.
 pub fn derive_type(rel: &RelPath) -> String {
-    derived_type(rel).to_string()
+    derived_type_of(rel.as_str()).to_string()
 }
 
-/// [`derive_type`] without an allocation (the audit's stat cache compares it for every asset).
-pub fn derived_type(rel: &RelPath) -> &str {
-    derived_type_of(rel.as_str())
-}
-
-/// [`derived_type`] of a path already known to be a valid [`RelPath`] string.
+/// [`derive_type`] without an allocation, of a path already known to be a valid [`RelPath`] string
+/// (the audit's stat cache compares it for every asset).
 pub fn derived_type_of(rel: &str) -> &str {
     if let Some((first, _)) = rel.split_once('/') {
         return first;

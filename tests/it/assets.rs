@@ -5,17 +5,6 @@ use serde_json::{json, Value};
 use crate::audit::fixture;
 use crate::support::TestEnv;
 
-fn history(env: &TestEnv) -> Vec<Value> {
-    match std::fs::read_to_string(env.path("logs/hooks/history.jsonl")) {
-        Ok(text) => text.lines().map(|l| serde_json::from_str(l).unwrap()).collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
-fn events(env: &TestEnv) -> Vec<String> {
-    history(env).iter().map(|e| e["event"].as_str().unwrap().to_string()).collect()
-}
-
 fn sidecar(env: &TestEnv, rel: &str) -> Value {
     serde_json::from_str(&env.read(&format!("assets/{rel}.asset.json"))).unwrap()
 }
@@ -52,8 +41,8 @@ fn register_in_place_writes_the_sidecar_and_three_hooks() {
     let s = sidecar(&env, "characters/hero.png");
     assert_eq!(s["origin"], "register");
     assert_eq!(s["meta"], json!({"title": "The hero"}));
-    assert_eq!(events(&env), ["on_asset_sidecar_written", "on_asset_saved", "on_asset_registered"]);
-    let h = history(&env);
+    assert_eq!(env.events(), ["on_asset_sidecar_written", "on_asset_saved", "on_asset_registered"]);
+    let h = env.history();
     assert_eq!(h[0]["data"]["rel_path"], "characters/hero.png");
     assert!(h[0]["data"]["sidecar"].as_str().unwrap().ends_with("/assets/characters/hero.png.asset.json"));
     assert_eq!(h[2]["data"]["bytes"], 4);
@@ -134,7 +123,7 @@ fn tag_untag_and_set_license_by_uid_or_path() {
     let r = env.run(&["assets", "set-license", &uid, "not/spdx"]).code(2);
     assert!(r.stderr.contains("not an SPDX expression"));
     assert_eq!(
-        events(&env),
+        env.events(),
         [
             "on_asset_sidecar_written",
             "on_asset_meta_updated",
@@ -215,8 +204,8 @@ fn remove_moves_file_and_sidecar_to_the_trash() {
     assert_eq!(kept, before, "the human metadata is kept as it was");
     assert_eq!(std::fs::read(trash.join("audio/theme.ogg")).unwrap(), b"la la la\n");
     assert!(!env.path("assets/audio/theme.ogg").exists());
-    assert_eq!(events(&env), ["on_asset_removed"]);
-    let data = &history(&env)[0]["data"];
+    assert_eq!(env.events(), ["on_asset_removed"]);
+    let data = &env.history()[0]["data"];
     assert_eq!((data["uid"].as_str(), data["path"].as_str()), (Some(uid.as_str()), Some("audio/theme.ogg")));
     assert_eq!(data["sidecar"], "audio/theme.ogg.asset.json");
     assert_eq!(env.run(&["assets", "list", "--json"]).ok().json()["total"], 2);
@@ -236,7 +225,7 @@ fn uid_is_stable_across_content_edits() {
     assert_eq!(s["hash"], comfyvn_obs::digest::sha256_hex(b"night, repainted"));
     assert_eq!(s["version"], 2);
     assert_eq!(s["tags"], json!(["sky"]));
-    let last = history(&env).pop().unwrap();
+    let last = env.history().pop().unwrap();
     assert_eq!(last["event"], "on_asset_meta_updated");
     assert_eq!(last["data"]["previous_hash"], comfyvn_obs::digest::sha256_hex(b"day"));
     assert_eq!(env.run(&["assets", "show", uid.as_str().unwrap()]).ok().json()["asset"]["path"], "bg/sky.png");

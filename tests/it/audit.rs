@@ -28,17 +28,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn history(env: &TestEnv) -> Vec<Value> {
-    match std::fs::read_to_string(env.path("logs/hooks/history.jsonl")) {
-        Ok(text) => text.lines().map(|l| serde_json::from_str(l).unwrap()).collect(),
-        Err(_) => Vec::new(),
-    }
-}
-
-fn events(env: &TestEnv) -> Vec<String> {
-    history(env).iter().map(|e| e["event"].as_str().unwrap().to_string()).collect()
-}
-
 #[test]
 fn valid_tree_passes_and_ignores_junk() {
     let env = fixture("valid");
@@ -264,7 +253,7 @@ fn fix_writes_refreshes_and_emits_hooks_in_order() {
         r.stdout
     );
     assert_eq!(
-        events(&env),
+        env.events(),
         [
             "on_asset_sidecar_written",
             "on_asset_meta_updated",
@@ -275,7 +264,7 @@ fn fix_writes_refreshes_and_emits_hooks_in_order() {
             "on_asset_meta_updated",
         ]
     );
-    let h = history(&env);
+    let h = env.history();
     assert_eq!(h[1]["data"]["path"], "backgrounds/grown.png");
     assert_eq!(h[1]["data"]["previous_hash"], sha256(b"v1 background\n"));
     assert_eq!(h[1]["data"]["hook_event"], "asset_meta_updated");
@@ -294,7 +283,7 @@ fn fix_writes_refreshes_and_emits_hooks_in_order() {
     assert_eq!(std::fs::read(env.path("assets/backgrounds/grown.png")).unwrap(), b"v2 of the background, longer\n");
     // Nothing left to fix: a second --fix writes and emits nothing.
     env.run(&["audit", "--fix"]).code(0);
-    assert_eq!(history(&env).len(), 7);
+    assert_eq!(env.history().len(), 7);
 }
 
 #[test]
@@ -321,7 +310,8 @@ fn fix_completes_hand_written_and_moved_sidecars_but_never_rewrites_invalid_ones
     assert_eq!(hand["uid"], &sha256(b"d\n")[..16]);
     assert_eq!(hand["tags"], json!(["hand", "written"]));
     assert_eq!(hand["license"], "MIT");
-    let moved = history(&env)
+    let moved = env
+        .history()
         .into_iter()
         .find(|e| e["data"]["path"] == "characters/e-moved.png" && e["event"] == "on_asset_meta_updated");
     assert_eq!(moved.unwrap()["data"]["previous_path"], "characters/old-name.png");
@@ -445,7 +435,7 @@ fn rebuild_reports_and_enforces_sidecars() {
         (v["assets"].as_u64(), v["registered"].as_u64(), v["sidecars_written"].as_u64()),
         (Some(2), Some(2), Some(1))
     );
-    assert_eq!(events(&env), ["on_asset_sidecar_written", "on_asset_saved", "on_asset_registered"]);
+    assert_eq!(env.events(), ["on_asset_sidecar_written", "on_asset_saved", "on_asset_registered"]);
     env.run(&["audit"]).code(0);
 }
 

@@ -72,11 +72,6 @@ fn items(r: &Resp) -> Vec<String> {
     r.json()["items"].as_array().unwrap().iter().map(|a| a["path"].as_str().unwrap().to_string()).collect()
 }
 
-fn history_events(env: &TestEnv) -> Vec<String> {
-    let text = std::fs::read_to_string(env.path("logs/hooks/history.jsonl")).unwrap_or_default();
-    text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()["event"].as_str().unwrap().to_string()).collect()
-}
-
 /// A small registered tree: three assets with tags and licenses, registered through the API.
 fn seeded(env: &TestEnv) -> Served {
     let srv = Served::start(env);
@@ -273,7 +268,7 @@ fn uploads_register_and_publish_hook_events() {
         std::fs::read(env.path("assets/backgrounds/sky.png")).unwrap(),
         b"\x89PNG\r\n--not-a-boundary\r\n\x00\xff"
     );
-    assert_eq!(history_events(&env), ["on_asset_sidecar_written", "on_asset_saved", "on_asset_registered"]);
+    assert_eq!(env.events(), ["on_asset_sidecar_written", "on_asset_saved", "on_asset_registered"]);
     // dest_path wins over the default; the upload is listed at once.
     let body = multipart(&[("file", Some("ignored.bin"), b"voice"), ("dest_path", None, b"audio/voice/line1.ogg")]);
     let r = upload(&srv, &body, &[]);
@@ -392,7 +387,7 @@ fn delete_moves_the_asset_to_the_trash_and_publishes_the_removal() {
     assert!(!env.path("assets/characters/villain.png.asset.json").exists());
     let trashed = files(&env.path("logs/trash"));
     assert!(trashed.iter().any(|f| f.ends_with("characters/villain.png.asset.json")), "{trashed:?}");
-    assert_eq!(history_events(&env).last().unwrap(), "on_asset_removed");
+    assert_eq!(env.events().last().unwrap(), "on_asset_removed");
     srv.get(&format!("/assets/{uid}")).envelope(404, "http_404");
     srv.request("DELETE", &format!("/assets/{uid}"), &[], b"").envelope(404, "http_404");
     assert_eq!(srv.get("/assets").json()["total"], 2);
@@ -463,6 +458,6 @@ fn files_dropped_while_serving_reach_the_listing_through_the_watcher() {
     // Give the watcher time to see both files appear (settle is 500 ms).
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(items(&srv.get("/assets?type=bg")), ["bg/dropped.png", "bg/reg.png", "bg/up.png"]);
-    let registered = history_events(&env).iter().filter(|e| *e == "on_asset_registered").count();
+    let registered = env.events().iter().filter(|e| *e == "on_asset_registered").count();
     assert_eq!(registered, 3, "{}", env.read("logs/hooks/history.jsonl"));
 }

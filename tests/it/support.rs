@@ -74,6 +74,18 @@ impl TestEnv {
         std::fs::read_to_string(self.path(rel)).unwrap_or_else(|e| panic!("read {rel}: {e}"))
     }
 
+    /// Every entry of the hook history, oldest first (none when there is no history yet); a line that
+    /// does not parse fails the test.
+    pub fn history(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.path("logs/hooks/history.jsonl")).unwrap_or_default();
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    }
+
+    /// The event names of [`TestEnv::history`], in order.
+    pub fn events(&self) -> Vec<String> {
+        self.history().iter().map(|e| e["event"].as_str().unwrap().to_string()).collect()
+    }
+
     /// A command for the binary with a clean environment pointed at this root.
     pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(bin());
