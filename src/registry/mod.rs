@@ -573,8 +573,9 @@ fn commit_one(registry: &Registry, change: &Change, staged: crate::fs::Staged) -
     Ok(target)
 }
 
-/// How often [`Registry::edit`] re-reads a sidecar that another writer changed under it.
-const EDIT_ATTEMPTS: usize = 8;
+/// How often a read-modify-write of a sidecar is tried when other writers keep changing it under it
+/// (the registry's edits and the watcher's).
+pub const EDIT_ATTEMPTS: usize = 8;
 
 /// What a read-modify-write decided.
 // Short-lived return value, moved once: boxing would only add an allocation.

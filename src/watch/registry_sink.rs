@@ -80,7 +80,7 @@ impl RegistrySink {
     /// Plan and write a registration or refresh; when another writer changed the sidecar between
     /// the read and the write ([`registry::Registry::commit`] refuses), plan again from the new one.
     fn write(&self, action: &Action) -> Result<Applied> {
-        for _ in 0..8 {
+        for _ in 0..registry::EDIT_ATTEMPTS {
             let change = self.plan_change(action)?;
             if let Some(events) = self.registry.commit(&change)? {
                 return Ok(Applied {
