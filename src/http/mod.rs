@@ -161,9 +161,8 @@ impl Server {
                 "is another server running there? pick another address with --bind (port 0 picks a free port)",
             )
         })?;
-        socket::set_inherited_options(&listener, settings.io_timeout)?;
         let local_addr = listener.local_addr().context("cannot read the listening address")?;
-        let tiny = tiny_http::Server::from_listener(listener, None)
+        let tiny = tiny_http::Server::from_listener_with(listener, None, accept_hooks(settings.io_timeout))
             .map_err(|e| anyhow!("cannot start the HTTP server on {local_addr}: {e}"))?;
         let router = router::Router::new(routes::table(&settings)).map_err(|e| anyhow!("route table: {e}"))?;
         let openapi = serde_json::to_vec_pretty(&openapi::document(router.routes()))?;
@@ -225,13 +224,28 @@ impl Server {
     }
 }
 
+/// The accept policy (docs/http-server.md, "Accepting connections"): timeouts on each accepted
+/// connection, and an accept loop that backs off on errors and never ends on one.
+fn accept_hooks(io_timeout: Duration) -> tiny_http::AcceptHooks {
+    let errors = Arc::new(socket::AcceptErrors::default());
+    let on_accepted = Arc::clone(&errors);
+    tiny_http::AcceptHooks {
+        prepare: Box::new(move |sock| {
+            socket::prepare_accepted(sock, io_timeout)?;
+            on_accepted.on_accepted();
+            Ok(())
+        }),
+        on_error: Box::new(move |e| errors.on_error(e)),
+    }
+}
+
 fn worker_loop(tiny: &tiny_http::Server, shared: &Arc<Shared>, state: &Arc<AppState>) {
     loop {
         match tiny.recv() {
             Ok(rq) => handle(shared, state, rq),
             Err(e) => {
-                // Our own unblock() during shutdown, or tiny_http's accept loop died (it stops for good
-                // after one accept error, e.g. out of file descriptors): nothing more will arrive.
+                // Our own unblock() during shutdown. The patched accept loop never ends on an accept
+                // error, so anything else is a bug worth stopping for rather than running deaf.
                 if !shared.stopping.load(Ordering::SeqCst) {
                     tracing::error!(error = %e, "the HTTP listener failed; stopping the server");
                     shared.fail(format!("the HTTP listener failed: {e}"));

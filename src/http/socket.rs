@@ -6,27 +6,85 @@
 //! descriptors of the same socket, so socket options and `shutdown` act on the real connection while
 //! closing the duplicate leaves it alone. Linux and macOS only (`/proc/self/fd`, `/dev/fd`).
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::{AsFd, BorrowedFd, RawFd};
+use std::net::{SocketAddr, TcpStream};
+use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
-
-/// Give every connection accepted from `listener` read and write timeouts and `TCP_NODELAY`.
+/// Give one accepted connection read and write timeouts and `TCP_NODELAY`.
 ///
 /// tiny_http sets none of these. Without timeouts an idle keep-alive client or a stalled uploader
 /// would hold a thread forever; a read that times out ends an idle keep-alive connection quietly, a
 /// write that times out drops a client that stopped reading. Without `TCP_NODELAY`, a response that
 /// tiny_http writes in two segments (anything over its 1 KiB buffer) waits for the client's delayed
-/// ACK: 40 ms per request on Linux. Linux and the BSDs copy these options from the listening socket to
-/// each accepted one, so setting them here covers the connections tiny_http accepts later.
-pub fn set_inherited_options(listener: &TcpListener, timeout: Duration) -> Result<()> {
-    let dup = listener.as_fd().try_clone_to_owned().context("cannot duplicate the listening socket")?;
-    let sock = TcpStream::from(dup);
-    sock.set_read_timeout(Some(timeout)).context("cannot set the read timeout on the listening socket")?;
-    sock.set_write_timeout(Some(timeout)).context("cannot set the write timeout on the listening socket")?;
-    sock.set_nodelay(true).context("cannot set TCP_NODELAY on the listening socket")?;
-    Ok(())
+/// ACK: 40 ms per request on Linux.
+///
+/// These go on each accepted socket, never on the listener: `SO_RCVTIMEO` on a listening socket also
+/// bounds `accept()`, which then fails with EAGAIN after one idle timeout.
+pub fn prepare_accepted(sock: &TcpStream, timeout: Duration) -> std::io::Result<()> {
+    sock.set_read_timeout(Some(timeout))?;
+    sock.set_write_timeout(Some(timeout))?;
+    sock.set_nodelay(true)
+}
+
+/// What the accept loop does about an `accept()` error: the pause before the next accept, and one
+/// warning per burst of descriptor or memory exhaustion (not one per failed accept).
+#[derive(Debug, Default)]
+pub struct AcceptErrors {
+    state: Mutex<BurstState>,
+}
+
+#[derive(Debug, Default)]
+struct BurstState {
+    /// Set while a burst of exhaustion errors is going on.
+    in_burst: bool,
+    errors: u64,
+}
+
+/// Pause after EMFILE/ENFILE/ENOBUFS/ENOMEM: the queue of waiting clients stays in the kernel's
+/// backlog meanwhile, and each retry frees nothing by itself, so spinning would only burn a core.
+pub const EXHAUSTED_BACKOFF: Duration = Duration::from_millis(100);
+/// Pause after any other error (a client that reset before we accepted it, EINTR, ...).
+pub const OTHER_BACKOFF: Duration = Duration::from_millis(5);
+
+impl AcceptErrors {
+    /// Called for every failed accept (or failed set-up of an accepted connection).
+    pub fn on_error(&self, e: &std::io::Error) -> Duration {
+        let exhausted = is_exhaustion(e);
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !exhausted {
+            tracing::debug!(error = %e, "accept failed; accepting the next connection");
+            return OTHER_BACKOFF;
+        }
+        st.errors += 1;
+        if !st.in_burst {
+            st.in_burst = true;
+            tracing::warn!(
+                error = %e,
+                "out of file descriptors or memory while accepting connections; backing off and retrying \
+                 (raise `ulimit -n` if this repeats)"
+            );
+        }
+        EXHAUSTED_BACKOFF
+    }
+
+    /// Called for every connection accepted and set up: ends a burst, saying how long it was.
+    pub fn on_accepted(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if st.in_burst {
+            tracing::info!(failed_accepts = st.errors, "accepting connections again");
+            *st = BurstState::default();
+        }
+    }
+
+    /// Whether a burst of exhaustion errors is going on now.
+    pub fn in_burst(&self) -> bool {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).in_burst
+    }
+}
+
+fn is_exhaustion(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
 /// A duplicate of the accepted socket whose peer is `peer` and whose local port is `local_port`, or
@@ -63,16 +121,17 @@ pub fn find_client_socket(peer: SocketAddr, local_port: u16) -> Option<TcpStream
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+    use std::net::TcpListener;
 
     #[test]
     fn finds_the_accepted_socket_and_controls_it() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        set_inherited_options(&listener, Duration::from_millis(150)).unwrap();
         let port = listener.local_addr().unwrap().port();
         let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (mut accepted, peer) = listener.accept().unwrap();
+        prepare_accepted(&accepted, Duration::from_millis(150)).unwrap();
         assert!(accepted.nodelay().unwrap());
-        // Inherited timeout: a read with nothing to read gives up instead of blocking.
+        // The timeout: a read with nothing to read gives up instead of blocking.
         let mut b = [0u8; 1];
         let err = accepted.read(&mut b).unwrap_err();
         assert!(matches!(err.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut), "{err}");
@@ -84,5 +143,25 @@ mod tests {
         assert!(out.is_empty());
         client.write_all(b"x").unwrap();
         assert!(find_client_socket("127.0.0.1:1".parse().unwrap(), port).is_none());
+    }
+}
+
+#[cfg(test)]
+mod accept_error_tests {
+    use super::*;
+
+    #[test]
+    fn exhaustion_backs_off_and_is_one_burst_until_a_connection_is_accepted() {
+        let errs = AcceptErrors::default();
+        let emfile = std::io::Error::from_raw_os_error(libc::EMFILE);
+        assert_eq!(errs.on_error(&emfile), EXHAUSTED_BACKOFF);
+        assert!(errs.in_burst());
+        assert_eq!(errs.on_error(&std::io::Error::from_raw_os_error(libc::ENFILE)), EXHAUSTED_BACKOFF);
+        assert_eq!(errs.state.lock().unwrap().errors, 2);
+        errs.on_accepted();
+        assert!(!errs.in_burst());
+        let aborted = std::io::Error::from_raw_os_error(libc::ECONNABORTED);
+        assert_eq!(errs.on_error(&aborted), OTHER_BACKOFF);
+        assert!(!errs.in_burst());
     }
 }

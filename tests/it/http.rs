@@ -37,14 +37,25 @@ impl Served {
     }
 
     fn spawn(env: &TestEnv, args: &[&str], vars: &[(&str, &str)], watch: bool) -> Served {
+        Served::from_command(Served::command(env, args, vars, watch))
+    }
+
+    /// The `serve` command `start_with` runs, for a test that wraps it (in `sh -c 'ulimit …'`).
+    pub fn command(env: &TestEnv, args: &[&str], vars: &[(&str, &str)], watch: bool) -> std::process::Command {
         let mut cmd = env.command(&["serve", "--bind", "127.0.0.1:0"]);
         if !watch && !args.contains(&"--no-watch") {
             cmd.arg("--no-watch");
         }
-        cmd.args(args).stdout(Stdio::null()).stderr(Stdio::piped());
+        cmd.args(args);
         for (k, v) in vars {
             cmd.env(k, v);
         }
+        cmd
+    }
+
+    /// Spawn a prepared command that runs `serve` and wait for its `listening on` line.
+    pub fn from_command(mut cmd: std::process::Command) -> Served {
+        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         let mut child = cmd.spawn().expect("spawn serve");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();

@@ -12,6 +12,7 @@ mod http;
 mod http_assets;
 mod http_fuzz;
 mod http_golden;
+mod http_reliability;
 mod http_routes;
 mod http_security;
 mod http_stream;
