@@ -37,6 +37,66 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp{}-{n}", std::process::id()))
 }
 
+/// The process id in a temp file name made by [`temp_path`] (`.<name>.tmp<pid>-<n>`), or `None` for any
+/// other name.
+pub fn temp_owner(file_name: &str) -> Option<u32> {
+    let rest = file_name.strip_prefix('.')?;
+    let (stem, tail) = rest.rsplit_once(".tmp")?;
+    let (pid, n) = tail.split_once('-')?;
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if stem.is_empty() || !digits(pid) || !digits(n) {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// Whether process `pid` is running. Without `/proc` (not Linux) every process counts as running, so
+/// nothing is ever removed on a guess.
+pub fn process_alive(pid: u32) -> bool {
+    if !Path::new("/proc/self").exists() {
+        return true;
+    }
+    pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// What [`sweep_stale_temps`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Sweep {
+    /// Temp files of processes that are gone, removed.
+    pub removed: Vec<PathBuf>,
+    /// Such files that could not be removed, with the reason.
+    pub failed: Vec<(PathBuf, String)>,
+}
+
+/// Remove the temp files that a process killed mid-write (`kill -9`, a power cut) left behind under
+/// `dirs`: names made by this module (`.<name>.tmp<pid>-<n>`) whose process is no longer running. A
+/// temp file of a live process, this one included, is never touched. Hidden folders (`.git`) are not
+/// entered; a folder that is missing is skipped.
+pub fn sweep_stale_temps(dirs: &[&Path]) -> Sweep {
+    let mut sweep = Sweep::default();
+    let mut seen = std::collections::HashSet::new();
+    for dir in dirs {
+        let walker = walkdir::WalkDir::new(dir).into_iter().filter_entry(|e| {
+            e.depth() == 0 || !e.file_type().is_dir() || !e.file_name().to_string_lossy().starts_with('.')
+        });
+        for entry in walker.flatten() {
+            if !entry.file_type().is_file() {
+                continue;
+            }
+            let Some(pid) = temp_owner(&entry.file_name().to_string_lossy()) else { continue };
+            if process_alive(pid) || !seen.insert(entry.path().to_path_buf()) {
+                continue;
+            }
+            match std::fs::remove_file(entry.path()) {
+                Ok(()) => sweep.removed.push(entry.into_path()),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => sweep.failed.push((entry.into_path(), e.to_string())),
+            }
+        }
+    }
+    sweep
+}
+
 /// Atomically replace `path` with `bytes` (temp file, fsync, rename, fsync directory).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     write_atomic_inner(path, bytes, true, 0o666)
@@ -692,5 +752,48 @@ mod tests {
         let n = copy_atomic(&src, &dir.path().join("x/b.bin")).unwrap();
         assert_eq!(n, 4);
         assert_eq!(std::fs::read(dir.path().join("x/b.bin")).unwrap(), [0u8, 1, 2, 255]);
+    }
+}
+
+#[cfg(test)]
+mod sweep_tests {
+    use super::*;
+
+    fn dead_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn temp_names_are_recognised_with_their_process() {
+        assert_eq!(temp_owner(".hero.png.asset.json.tmp8058-419"), Some(8058));
+        assert_eq!(temp_owner(".upload.tmp12-0"), Some(12));
+        for other in ["hero.png.tmp1-2", ".tmp1-2", ".a.tmp-2", ".a.tmp1-", ".a.tmp1-x", ".a.tmpx-1", ".a.json"] {
+            assert_eq!(temp_owner(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn sweep_removes_only_temps_of_processes_that_are_gone() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = dead_pid();
+        let me = std::process::id();
+        let sub = dir.path().join("chars");
+        ensure_dir(&sub).unwrap();
+        ensure_dir(&dir.path().join(".git")).unwrap();
+        let stale = sub.join(format!(".hero.png.asset.json.tmp{dead}-3"));
+        let live = sub.join(format!(".hero.png.asset.json.tmp{me}-4"));
+        let in_git = dir.path().join(".git").join(format!(".x.tmp{dead}-1"));
+        let asset = sub.join("hero.png");
+        for p in [&stale, &live, &in_git, &asset] {
+            std::fs::write(p, b"x").unwrap();
+        }
+        let missing = dir.path().join("nope");
+        let sweep = sweep_stale_temps(&[dir.path(), &sub, &missing]);
+        assert_eq!(sweep.removed, vec![stale.clone()], "listed once although two dirs cover it");
+        assert!(sweep.failed.is_empty());
+        assert!(!stale.exists() && live.exists() && in_git.exists() && asset.exists());
     }
 }

@@ -99,6 +99,9 @@ pub fn run(ctx: &Ctx, args: AuditArgs) -> Result<ExitCode> {
             "run from the project's runtime root, or pass --assets-root DIR (or set COMFYVN_ASSETS_ROOT)",
         ));
     }
+    if settings.mode == Mode::Fix {
+        super::sweep_litter(&ctx.paths, &[]);
+    }
     let cache_path = ctx.paths.audit_cache();
     // A full audit of the whole tree rebuilds the cache from scratch: no need to read it.
     let mut cache =

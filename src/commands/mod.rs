@@ -32,6 +32,26 @@ pub struct Ctx {
 
 /// Run a parsed command line and return the exit code. Errors are printed on stderr as
 /// `error: …` with their causes and an optional `hint:` line.
+/// Remove the temp files that killed processes left under the runtime folders and `extra` (watched
+/// roots outside the assets root), saying how many on stderr. `watch`, `serve` and `audit --fix` call
+/// this when they start; a temp file of a process still running is never touched.
+pub fn sweep_litter(paths: &Paths, extra: &[std::path::PathBuf]) -> usize {
+    let mut dirs: Vec<&std::path::Path> =
+        vec![&paths.assets_root, &paths.config_dir, &paths.log_dir, &paths.data_dir, &paths.cache_dir];
+    dirs.extend(extra.iter().map(|p| p.as_path()));
+    let sweep = crate::fs::sweep_stale_temps(&dirs);
+    for (path, why) in &sweep.failed {
+        tracing::warn!(path = %path.display(), error = %why, "cannot remove a stale temp file");
+        eprintln!("warning: cannot remove the stale temp file {}: {why}", path.display());
+    }
+    let n = sweep.removed.len();
+    if n > 0 {
+        tracing::info!(removed = n, "removed temp files left by processes that are gone");
+        eprintln!("removed {n} temp file{} left by processes that are gone", if n == 1 { "" } else { "s" });
+    }
+    n
+}
+
 pub fn main(cli: Cli) -> ExitCode {
     match run(cli) {
         // A log file that could not be written was reported when it happened; the run still failed.

@@ -28,6 +28,7 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
     settings.test_panic_route = env_var("COMFYVN_TEST_PANIC_ROUTE").as_deref() == Some("1");
 
     let stop = crate::signals::install_stop_flag()?;
+    super::sweep_litter(&ctx.paths, &[]);
     let state = AppState::new(ctx.paths.clone(), ctx.config.clone())?;
     let server = Server::start(state, settings)?;
     eprintln!("listening on http://{}", server.local_addr());

@@ -19,6 +19,7 @@ pub fn run(ctx: &Ctx, args: WatchArgs) -> Result<ExitCode> {
     crate::fs::ensure_dir(&ctx.paths.assets_root)?;
     let options = Options::resolve(&ctx.paths, &ctx.config, &args.dirs, args.settle_ms, args.poll)?;
     let settle_ms = options.settle.as_millis();
+    super::sweep_litter(&ctx.paths, &options.roots);
     let bus = Bus::open(&ctx.paths, &ctx.config)?;
     let sink = RegistrySink::open(&ctx.paths, &ctx.config)?;
     let stop = crate::signals::install_stop_flag()?;

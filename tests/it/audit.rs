@@ -464,3 +464,16 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[test]
+fn audit_fix_removes_temp_files_of_killed_processes_and_says_how_many() {
+    let env = TestEnv::new();
+    env.write("assets/chars/hero.png", b"png bytes");
+    let litter = crate::support::Litter::plant(&env);
+    // A plain audit reads only: it leaves them.
+    env.run(&["audit"]);
+    assert!(litter.stale.iter().all(|p| p.exists()));
+    let run = env.run(&["audit", "--fix", "--fail-on", "never"]).ok();
+    assert!(run.stderr.contains("removed 3 temp files left by processes that are gone"), "{}", run.stderr);
+    litter.assert_swept();
+}

@@ -94,3 +94,12 @@ fn try_health(srv: &Served) -> Option<u16> {
     let head = String::from_utf8_lossy(&out);
     head.split_whitespace().nth(1)?.parse().ok()
 }
+
+#[test]
+fn serve_removes_temp_files_of_killed_processes_when_it_starts() {
+    let env = TestEnv::new();
+    let litter = crate::support::Litter::plant(&env);
+    let srv = Served::start(&env);
+    litter.assert_swept();
+    assert_eq!(srv.get("/health").status, 200);
+}

@@ -113,3 +113,34 @@ impl TestEnv {
         child.wait_with_output().unwrap().into()
     }
 }
+
+/// Temp files as a process killed mid-write leaves them (`.<name>.tmp<pid>-<n>`): three of a process
+/// that is gone, in the assets, config and data folders, and one of this test process, still running.
+pub struct Litter {
+    pub stale: Vec<PathBuf>,
+    pub live: PathBuf,
+}
+
+impl Litter {
+    pub fn plant(env: &TestEnv) -> Litter {
+        let mut child = Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let me = std::process::id();
+        let stale = vec![
+            env.write(&format!("assets/chars/.hero.png.asset.json.tmp{dead}-419"), "{\"trunc"),
+            env.write(&format!("config/.comfyvn.json.tmp{dead}-2"), "{"),
+            env.write(&format!("data/.webhooks.json.tmp{dead}-0"), "{"),
+        ];
+        let live = env.write(&format!("assets/chars/.hero.png.asset.json.tmp{me}-7"), "{");
+        Litter { stale, live }
+    }
+
+    /// The stale files are gone and the live one is still there.
+    pub fn assert_swept(&self) {
+        for p in &self.stale {
+            assert!(!p.exists(), "{} was left", p.display());
+        }
+        assert!(self.live.exists(), "the temp file of a running process was removed");
+    }
+}

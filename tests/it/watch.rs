@@ -482,3 +482,12 @@ fn a_cli_copy_into_a_watched_root_is_registered_once() {
     assert_eq!(sidecar(&env, "music/theme.ogg")["uid"], registered[0]["data"]["uid"]);
     assert_eq!(env.read("assets/music/theme.ogg"), "pretend audio");
 }
+
+#[test]
+fn watch_removes_temp_files_of_killed_processes_when_it_starts() {
+    let env = TestEnv::new();
+    let litter = crate::support::Litter::plant(&env);
+    let w = Watcher::ready(&env, &[]);
+    litter.assert_swept();
+    assert!(w.stderr().contains("removed 3 temp files left by processes that are gone"), "{}", w.stderr());
+}
