@@ -9,6 +9,7 @@
 //! - Reads of the last N entries and seeks by `seq` scan backwards from the end of the file: cost is
 //!   O(what is read), not O(history).
 
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
@@ -205,40 +206,63 @@ impl History {
     /// A reader that yields every entry with `seq > after`, oldest first, then follows new appends
     /// (across rotation).
     pub fn follow(&self, after: u64) -> Result<Follower> {
-        // Walk back from the live file to the file holding `after`; start there just past its line, so
-        // the first poll reads only what is new rather than whole files.
-        let mut queue: Vec<(PathBuf, u64)> = Vec::new();
-        for file in self.files_newest_first() {
-            if !file.exists() {
-                break;
-            }
+        let queue = self.segments_after(after)?;
+        Ok(Follower { history: self.clone(), queue, current: None, buf: Vec::new(), last_seq: after })
+    }
+
+    /// The files holding the entries after `after`, oldest first, each already open (so a rotation
+    /// from here on renames them under us without changing what we read) with the offset just past
+    /// the last line at or below `after`. Walks back from the live file to the file holding `after`;
+    /// when no file does (it was rotated out), every file there is, from its start.
+    fn segments_after(&self, after: u64) -> Result<VecDeque<Segment>> {
+        let mut queue = VecDeque::new();
+        for path in self.files_newest_first() {
+            let mut file = match File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+                Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
+            };
+            let ino = file.metadata().with_context(|| format!("cannot stat {}", path.display()))?.ino();
             let mut start = None;
-            scan_back(&file, |env, next| {
+            scan_back_file(&mut file, &path, |env, next| {
                 if env.seq <= after {
                     start = Some(next);
                     return false;
                 }
                 true
             })?;
-            queue.push((file, start.unwrap_or(0)));
+            queue.push_front(Segment { file, ino, offset: start.unwrap_or(0), path });
             if start.is_some() {
                 break;
             }
         }
-        queue.reverse(); // oldest first; the live file is last
-        Ok(Follower { history: self.clone(), queue, file: None, ino: 0, buf: Vec::new(), last_seq: after })
+        Ok(queue)
     }
+}
+
+/// One history file a follower still has to read: open, with where to start.
+#[derive(Debug)]
+struct Segment {
+    file: File,
+    ino: u64,
+    offset: u64,
+    path: PathBuf,
 }
 
 /// Visit the complete, valid lines of `path` from the last to the first until `visit` returns false.
 /// A missing file has no lines. Invalid lines are skipped.
 /// `visit` also gets the file offset just past the line (where the next line starts).
-fn scan_back(path: &Path, mut visit: impl FnMut(Envelope, u64) -> bool) -> Result<()> {
+fn scan_back(path: &Path, visit: impl FnMut(Envelope, u64) -> bool) -> Result<()> {
     let mut f = match File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
     };
+    scan_back_file(&mut f, path, visit)
+}
+
+/// [`scan_back`] on a file already open (`path` names it in errors).
+fn scan_back_file(f: &mut File, path: &Path, mut visit: impl FnMut(Envelope, u64) -> bool) -> Result<()> {
     let mut end = f.metadata().with_context(|| format!("cannot stat {}", path.display()))?.len();
     // `carry` holds the start of the line that continues into the chunk read before.
     let mut carry: Vec<u8> = Vec::new();
@@ -290,14 +314,18 @@ fn visit_line(line: &[u8], next: u64, visit: &mut impl FnMut(Envelope, u64) -> b
 }
 
 /// Yields history entries in order as they appear; see [`History::follow`].
+///
+/// Rotation: the follower reads an open handle, so a file renamed to `.1` is still read to its end.
+/// When the live path names another file than the one being read, the follower does not jump to it
+/// (more than one rotation may have happened since the last poll, and lines may have been appended
+/// between the last read and the rename): it finds its place again from the last `seq` it yielded,
+/// through the rotated files, exactly as [`History::follow`] starts.
 #[derive(Debug)]
 pub struct Follower {
     history: History,
-    /// Files still to read with the offset to start at, oldest first (the live file is the last
-    /// element until it is opened).
-    queue: Vec<(PathBuf, u64)>,
-    file: Option<File>,
-    ino: u64,
+    /// Files still to read after `current`, oldest first, already open.
+    queue: VecDeque<Segment>,
+    current: Option<Segment>,
     buf: Vec<u8>,
     last_seq: u64,
 }
@@ -313,33 +341,21 @@ impl Follower {
     pub fn poll(&mut self) -> Result<Vec<Envelope>> {
         let mut out = Vec::new();
         loop {
-            if self.file.is_none() {
+            if self.current.is_none() {
                 if self.queue.is_empty() {
-                    self.queue.push((self.history.path.clone(), 0));
+                    self.queue = self.history.segments_after(self.last_seq)?;
+                    self.warn_on_gap();
                 }
-                let (next, offset) = self.queue.remove(0);
-                match File::open(&next) {
-                    Ok(mut f) => {
-                        self.ino = f.metadata().map(|m| m.ino()).unwrap_or(0);
-                        if offset > 0 {
-                            f.seek(SeekFrom::Start(offset))
-                                .with_context(|| format!("cannot seek in {}", next.display()))?;
-                        }
-                        self.file = Some(f);
-                        self.buf.clear();
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                        if self.queue.is_empty() {
-                            return Ok(out); // no history yet
-                        }
-                        continue;
-                    }
-                    Err(e) => return Err(e).with_context(|| format!("cannot open {}", next.display())),
-                }
+                let Some(mut seg) = self.queue.pop_front() else { return Ok(out) }; // no history yet
+                seg.file
+                    .seek(SeekFrom::Start(seg.offset))
+                    .with_context(|| format!("cannot seek in {}", seg.path.display()))?;
+                self.buf.clear();
+                self.current = Some(seg);
             }
-            let f = self.file.as_mut().expect("opened above");
+            let seg = self.current.as_mut().expect("opened above");
             let mut tmp = Vec::new();
-            f.read_to_end(&mut tmp).with_context(|| format!("cannot read {}", self.history.path.display()))?;
+            seg.file.read_to_end(&mut tmp).with_context(|| format!("cannot read {}", seg.path.display()))?;
             self.buf.extend_from_slice(&tmp);
             let mut start = 0;
             while let Some(nl) = self.buf[start..].iter().position(|&b| b == b'\n') {
@@ -354,16 +370,37 @@ impl Follower {
             }
             self.buf.drain(..start);
             if !self.queue.is_empty() {
-                self.file = None; // an older file is drained; move on
+                self.current = None; // an older file is drained; move on
                 continue;
             }
-            // The live file: if it was rotated away, drain done, switch to the new one.
-            let current_ino = std::fs::metadata(&self.history.path).map(|m| m.ino()).ok();
-            if current_ino.is_some_and(|ino| ino != self.ino) {
-                self.file = None;
+            // The newest file we hold: if the live path has moved on, find our place again.
+            let live_ino = std::fs::metadata(&self.history.path).map(|m| m.ino()).ok();
+            if live_ino.is_some_and(|ino| ino != seg.ino) {
+                self.current = None;
                 continue;
             }
             return Ok(out);
+        }
+    }
+
+    /// Entries after `last_seq` that were rotated out before they were read are gone; say so once.
+    fn warn_on_gap(&mut self) {
+        let Some(first) = self.queue.front_mut() else { return };
+        if first.offset != 0 || self.last_seq == 0 {
+            return;
+        }
+        let mut line = String::new();
+        let _ = first.file.seek(SeekFrom::Start(0));
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(&first.file), &mut line);
+        let _ = first.file.seek(SeekFrom::Start(0));
+        if let Ok(env) = serde_json::from_str::<Envelope>(line.trim_end()) {
+            if env.seq > self.last_seq + 1 {
+                tracing::warn!(
+                    after = self.last_seq,
+                    next = env.seq,
+                    "hook history entries were rotated out before this follower read them"
+                );
+            }
         }
     }
 }
@@ -477,5 +514,63 @@ mod tests {
         let text = std::fs::read_to_string(h.path()).unwrap();
         let seqs: Vec<u64> = text.lines().map(|l| serde_json::from_str::<Envelope>(l).unwrap().seq).collect();
         assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
+    }
+}
+
+#[cfg(test)]
+mod follow_rotation_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn seqs(v: &[Envelope]) -> Vec<u64> {
+        v.iter().map(|e| e.seq).collect()
+    }
+
+    /// Several rotations between two polls: the follower reads the rotated files it never opened.
+    #[test]
+    fn follower_reads_every_file_when_several_rotations_happen_between_polls() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = History::at(dir.path().join("hooks/history.jsonl"), 300, 20);
+        h.append("e", json!({})).unwrap();
+        let mut f = h.follow(0).unwrap();
+        assert_eq!(seqs(&f.poll().unwrap()), [1]);
+        for _ in 0..40 {
+            h.append("e", json!({"pad": "xxxxxxxxxxxxxxxxxxxxxxxx"})).unwrap();
+        }
+        assert!(h.rotated(3).exists(), "the test needs several rotations");
+        assert_eq!(seqs(&f.poll().unwrap()), (2..=41).collect::<Vec<_>>());
+        assert!(f.poll().unwrap().is_empty());
+    }
+
+    /// The probe from the bug report: 4 KiB rotation, 4,000 appends from another thread, a follower
+    /// polling every 15 ms (so some polls see one rotation, some several, some a rotation racing the
+    /// read). Every seq arrives once, in order.
+    #[test]
+    fn follower_loses_nothing_under_fast_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        // keep is large enough that nothing is rotated out of retention: only the follower is tested.
+        let h = History::at(dir.path().join("hooks/history.jsonl"), 4096, 400);
+        h.append("e", json!({})).unwrap();
+        let mut f = h.follow(0).unwrap();
+        const N: u64 = 4000;
+        let writer = {
+            let h = h.clone();
+            std::thread::spawn(move || {
+                for i in 1..N {
+                    h.append("e", json!({"i": i})).unwrap();
+                }
+            })
+        };
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while got.len() < N as usize && std::time::Instant::now() < deadline {
+            got.extend(seqs(&f.poll().unwrap()));
+            std::thread::sleep(std::time::Duration::from_millis(15));
+        }
+        writer.join().unwrap();
+        got.extend(seqs(&f.poll().unwrap()));
+        let missing = (1..=N).filter(|s| got.binary_search(s).is_err()).count();
+        assert_eq!(missing, 0, "{missing} seqs lost");
+        assert_eq!(got, (1..=N).collect::<Vec<_>>());
     }
 }
