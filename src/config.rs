@@ -146,8 +146,12 @@ pub struct WebhookSettings {
     pub timeout_ms: u64,
     /// Delay before retry 1, 2, …; a delivery that fails once more after the last entry is given up.
     pub retry_schedule_ms: Vec<u64>,
-    /// Consecutive failed attempts after which a registration is disabled (0 = never).
+    /// A registration is disabled only when it has failed continuously for `disable_after_secs` and
+    /// over at least this many attempts (0 = never disable).
     pub disable_after_failures: u32,
+    /// How long a registration must have failed continuously (no 2xx) before it is disabled
+    /// (default 5 days; 0 = as soon as `disable_after_failures` attempts failed).
+    pub disable_after_secs: u64,
     /// Delivery threads shared by all receivers.
     pub workers: usize,
     /// Requests in flight to one registration at once, so a slow receiver cannot take every thread.

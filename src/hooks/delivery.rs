@@ -37,7 +37,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::webhook::{event_matcher, AttemptRun, Registration, WebhookStore};
+use super::webhook::{event_matcher, failing_since_ms, AttemptRun, DisablePolicy, Registration, WebhookStore};
 use super::{Bus, Envelope, Follower};
 use crate::config::{Config, WebhookSettings};
 use crate::outbound::{Client, Reply};
@@ -920,18 +920,18 @@ impl Worker {
         }
         self.lanes.retain(|_, l| !l.ready.is_empty() || l.in_flight > 0);
         if !dropped.is_empty() {
-            self.drop_deliveries(dropped, "registration removed or disabled")?;
+            self.drop_deliveries(dropped, Outcome::Dropped, "registration removed or disabled")?;
         }
         Ok(())
     }
 
-    fn drop_deliveries(&mut self, ids: Vec<String>, reason: &str) -> Result<()> {
+    fn drop_deliveries(&mut self, ids: Vec<String>, outcome: Outcome, reason: &str) -> Result<()> {
         let entries: Vec<Value> = ids
             .iter()
             .filter_map(|id| self.outbox.get(id))
-            .map(|p| log_entry(p, None, Outcome::Dropped.as_str(), None, Some(reason)))
+            .map(|p| log_entry(p, None, outcome.as_str(), None, Some(reason)))
             .collect();
-        self.outbox.ack(&ids, Outcome::Dropped)?;
+        self.outbox.ack(&ids, outcome)?;
         for entry in &entries {
             self.log.append(entry)?;
         }
@@ -964,18 +964,25 @@ impl Worker {
         let error = done.reply.describe();
         let still_enabled = self.regs.get(&done.lane).is_some_and(|c| c.reg.enabled);
         let mut disabled = None;
+        let mut streak = 0;
         if still_enabled {
             let run = self
                 .runs
                 .entry(done.lane.clone())
                 .or_insert_with(|| AttemptRun { key: done.lane.clone(), ..AttemptRun::default() });
+            if run.failures == 0 {
+                run.first_failure_ms = Some(now_ms());
+            }
             run.failures += 1;
             run.last_error = Some(error.clone());
             let count = if run.reset { 0 } else { stored_failures } + run.failures;
-            let limit = self.settings.disable_after_failures;
-            if limit > 0 && count >= limit {
+            streak = count;
+            let stored_since = self.regs.get(&done.lane).and_then(|c| failing_since_ms(&c.reg));
+            let since = if run.reset { run.first_failure_ms } else { stored_since.or(run.first_failure_ms) };
+            let policy = self.disable_policy();
+            if policy.disables(count, since, now_ms()) {
                 let run = self.runs.remove(&done.lane).expect("inserted above");
-                disabled = self.store.record_runs(&[run], limit)?.into_iter().next();
+                disabled = self.store.record_runs(&[run], policy)?.into_iter().next();
             }
         }
         if let Some(reg) = disabled {
@@ -986,7 +993,7 @@ impl Worker {
             }
             let rest: Vec<String> =
                 self.outbox.pending().iter().filter(|q| q.lane() == done.lane).map(|q| q.id.clone()).collect();
-            self.drop_deliveries(rest, "registration disabled after repeated failures")?;
+            self.drop_deliveries(rest, Outcome::Failed, "registration disabled after failing continuously")?;
             tracing::warn!(event = %reg.event, url = %reg.url, failures = reg.consecutive_failures, "webhook disabled: {error}");
             let data =
                 json!({"event": reg.event, "url": reg.url, "failures": reg.consecutive_failures, "last_error": error});
@@ -996,7 +1003,16 @@ impl Worker {
             return Ok(());
         }
         let retry_after = done.reply.retry_after.as_deref().and_then(|v| parse_retry_after(v, chrono::Utc::now()));
-        match next_delay(&self.settings.retry_schedule_ms, done.attempt, retry_after) {
+        // Past the schedule, keep retrying at its last interval while the receiver looks down (its
+        // failure streak is at least this message's attempts: no 2xx since this message first failed),
+        // so an outage shorter than the disable policy loses nothing. A receiver that answers others
+        // but keeps refusing this one message gets the schedule only.
+        let receiver_down = streak >= done.attempt;
+        let delay = next_delay(&self.settings.retry_schedule_ms, done.attempt, retry_after).or_else(|| {
+            let last = *self.settings.retry_schedule_ms.last()?;
+            receiver_down.then(|| retry_after.unwrap_or(Duration::from_millis(last)))
+        });
+        match delay {
             Some(delay) if still_enabled => {
                 let next_at = now_ms() + delay.as_millis() as i64;
                 self.outbox.retry(&done.id, done.attempt, next_at)?;
@@ -1024,13 +1040,20 @@ impl Worker {
         if !self.runs.is_empty() && (force || self.runs_at.elapsed() >= RUNS_EVERY) {
             let runs: Vec<AttemptRun> = self.runs.drain().map(|(_, r)| r).collect();
             // Counts below the limit only: a run reaching it was written (and disabled) at once.
-            self.store.record_runs(&runs, 0)?;
+            self.store.record_runs(&runs, DisablePolicy::NEVER)?;
             self.runs_at = Instant::now();
         }
         if compact && !self.checkpoint_dirty {
             self.outbox.compact()?;
         }
         Ok(())
+    }
+
+    fn disable_policy(&self) -> DisablePolicy {
+        DisablePolicy {
+            min_failures: self.settings.disable_after_failures,
+            after: Duration::from_secs(self.settings.disable_after_secs),
+        }
     }
 
     /// Nothing to read, send or wait for.

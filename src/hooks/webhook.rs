@@ -61,6 +61,9 @@ pub struct Registration {
     pub last_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_at: Option<String>,
+    /// When the current run of failures began (the first failed attempt after the last 2xx).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since: Option<String>,
     #[serde(default)]
     pub created_at: String,
     #[serde(default)]
@@ -262,6 +265,38 @@ pub struct AttemptRun {
     /// Failed attempts after the reset (or since the last record).
     pub failures: u32,
     pub last_error: Option<String>,
+    /// Epoch milliseconds of the first of `failures` (after the reset, if any).
+    pub first_failure_ms: Option<i64>,
+}
+
+/// When a failing registration is disabled (`obs.webhooks.disable_after_*`): only after it has failed
+/// continuously for `after` and over at least `min_failures` attempts, so one burst of failures while
+/// a receiver restarts never disables it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DisablePolicy {
+    /// 0 = never disable.
+    pub min_failures: u32,
+    pub after: std::time::Duration,
+}
+
+impl DisablePolicy {
+    /// Never disable (used when only counts are written).
+    pub const NEVER: DisablePolicy = DisablePolicy { min_failures: 0, after: std::time::Duration::ZERO };
+
+    /// Whether `failures` consecutive failures that began at `since_ms` (epoch ms) disable, at `now_ms`.
+    pub fn disables(&self, failures: u32, since_ms: Option<i64>, now_ms: i64) -> bool {
+        if self.min_failures == 0 || failures < self.min_failures {
+            return false;
+        }
+        let elapsed = since_ms.map_or(0, |s| now_ms.saturating_sub(s).max(0) as u128);
+        elapsed >= self.after.as_millis()
+    }
+}
+
+/// Epoch milliseconds of a registration's `failing_since`.
+pub fn failing_since_ms(reg: &Registration) -> Option<i64> {
+    let s = reg.failing_since.as_deref()?;
+    chrono::DateTime::parse_from_rfc3339(s).ok().map(|t| t.timestamp_millis())
 }
 
 /// What an upsert did.
@@ -338,6 +373,7 @@ impl WebhookStore {
                 reg.consecutive_failures = 0;
                 reg.last_error = None;
                 reg.disabled_at = None;
+                reg.failing_since = None;
                 reg.updated_at = now;
                 return Upserted { created: false, registration: reg.clone() };
             }
@@ -350,6 +386,7 @@ impl WebhookStore {
                 consecutive_failures: 0,
                 last_error: None,
                 disabled_at: None,
+                failing_since: None,
                 created_at: now.clone(),
                 updated_at: now,
             };
@@ -368,10 +405,11 @@ impl WebhookStore {
     }
 
     /// Apply the delivery worker's attempt counts in one write: per registration key, an optional
-    /// reset (a 2xx since the last call) followed by more failed attempts. A run reaching
-    /// `disable_after` (0 = never) disables the registration; those are returned.
-    pub fn record_runs(&self, runs: &[AttemptRun], disable_after: u32) -> Result<Vec<Registration>> {
-        let now = crate::time::iso_now();
+    /// reset (a 2xx since the last call) followed by more failed attempts. A registration whose run of
+    /// failures meets `policy` is disabled; those are returned.
+    pub fn record_runs(&self, runs: &[AttemptRun], policy: DisablePolicy) -> Result<Vec<Registration>> {
+        let now_t = crate::time::now();
+        let now = crate::time::iso(now_t);
         self.update(|regs| {
             let mut disabled = Vec::new();
             for run in runs {
@@ -379,12 +417,17 @@ impl WebhookStore {
                 if run.reset {
                     reg.consecutive_failures = 0;
                     reg.last_error = None;
+                    reg.failing_since = None;
                 }
                 if run.failures > 0 {
+                    if reg.consecutive_failures == 0 || reg.failing_since.is_none() {
+                        let first = run.first_failure_ms.and_then(chrono::DateTime::from_timestamp_millis);
+                        reg.failing_since = Some(crate::time::iso(first.unwrap_or(now_t)));
+                    }
                     reg.consecutive_failures = reg.consecutive_failures.saturating_add(run.failures);
                     reg.last_error = run.last_error.clone();
                 }
-                if disable_after > 0 && reg.consecutive_failures >= disable_after {
+                if policy.disables(reg.consecutive_failures, failing_since_ms(reg), now_t.timestamp_millis()) {
                     reg.enabled = false;
                     reg.disabled_at = Some(now.clone());
                     reg.updated_at = now.clone();
@@ -533,24 +576,52 @@ mod tests {
     }
 
     #[test]
+    fn disabling_needs_both_the_attempts_and_the_time_failing() {
+        let p = DisablePolicy { min_failures: 10, after: std::time::Duration::from_secs(5 * 86_400) };
+        let day = 86_400_000;
+        // 500 failures in one burst, an hour long: not disabled.
+        assert!(!p.disables(500, Some(0), 3_600_000));
+        // Five days of failures but only 3 attempts: not disabled.
+        assert!(!p.disables(3, Some(0), 5 * day));
+        assert!(p.disables(10, Some(0), 5 * day));
+        assert!(!DisablePolicy::NEVER.disables(u32::MAX, Some(0), i64::MAX));
+        let dir = tempfile::tempdir().unwrap();
+        let store = WebhookStore::new(&Paths::under(dir.path()));
+        let new = NewWebhook { event: "*".into(), url: "http://x/h".into(), secret: None };
+        let key = store.upsert(&new, 0).unwrap().registration.key();
+        let started = crate::time::now().timestamp_millis() - 6 * day;
+        let run = AttemptRun { key, failures: 12, first_failure_ms: Some(started), ..AttemptRun::default() };
+        let disabled = store.record_runs(&[run], p).unwrap();
+        assert_eq!(disabled.len(), 1, "failing for six days over 12 attempts disables");
+        assert_eq!(failing_since_ms(&disabled[0]), Some(started));
+    }
+
+    #[test]
     fn failures_disable_after_the_threshold_and_success_resets() {
         let dir = tempfile::tempdir().unwrap();
         let store = WebhookStore::new(&Paths::under(dir.path()));
         let new = NewWebhook { event: "on_*".into(), url: "http://x/h".into(), secret: None };
         let key = store.upsert(&new, 0).unwrap().registration.key();
-        let fail = |n| AttemptRun { key: key.clone(), reset: false, failures: n, last_error: Some("http 500".into()) };
-        assert!(store.record_runs(&[fail(2)], 3).unwrap().is_empty());
+        let fail = |n| AttemptRun {
+            key: key.clone(),
+            reset: false,
+            failures: n,
+            last_error: Some("http 500".into()),
+            first_failure_ms: None,
+        };
+        let three = DisablePolicy { min_failures: 3, after: std::time::Duration::ZERO };
+        assert!(store.record_runs(&[fail(2)], three).unwrap().is_empty());
         assert_eq!(store.load().unwrap()[0].consecutive_failures, 2);
         let reset = AttemptRun { key: key.clone(), reset: true, ..AttemptRun::default() };
-        assert!(store.record_runs(&[reset], 3).unwrap().is_empty());
+        assert!(store.record_runs(&[reset], three).unwrap().is_empty());
         assert_eq!(
             (store.load().unwrap()[0].consecutive_failures, store.load().unwrap()[0].last_error.clone()),
             (0, None)
         );
-        assert!(store.record_runs(&[fail(2)], 3).unwrap().is_empty());
-        let disabled = store.record_runs(&[fail(1)], 3).unwrap();
+        assert!(store.record_runs(&[fail(2)], three).unwrap().is_empty());
+        let disabled = store.record_runs(&[fail(1)], three).unwrap();
         assert!(!disabled[0].enabled && disabled[0].consecutive_failures == 3);
-        assert!(store.record_runs(&[fail(5)], 3).unwrap().is_empty(), "a disabled registration is left alone");
+        assert!(store.record_runs(&[fail(5)], three).unwrap().is_empty(), "a disabled registration is left alone");
         // Re-registering enables it again from the history's current end.
         let up = store.upsert(&new, 42).unwrap().registration;
         assert!(up.enabled && up.since_seq == 42 && up.consecutive_failures == 0);

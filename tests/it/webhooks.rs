@@ -169,7 +169,8 @@ pub fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// A runtime root with fast webhook settings.
+/// A runtime root with fast webhook settings; `disable_after` failed attempts disable at once
+/// (`disable_after_secs: 0`).
 fn env_with(schedule: &[u64], disable_after: u32) -> TestEnv {
     env_with_in_flight(schedule, disable_after, 4)
 }
@@ -178,7 +179,7 @@ fn env_with_in_flight(schedule: &[u64], disable_after: u32, in_flight: usize) ->
     let env = TestEnv::new();
     let cfg = json!({"obs": {"webhooks": {
         "timeout_ms": 2000, "retry_schedule_ms": schedule, "disable_after_failures": disable_after, "poll_ms": 10,
-        "in_flight_per_receiver": in_flight,
+        "in_flight_per_receiver": in_flight, "disable_after_secs": 0,
     }}});
     env.write("config/comfyvn.json", cfg.to_string());
     env
@@ -396,8 +397,11 @@ fn repeated_failures_disable_the_registration_and_emit_obs_webhook_disabled() {
     let bad_reg = list.as_array().unwrap().iter().find(|w| w["url"] == bad.url("/bad")).unwrap();
     assert_eq!((bad_reg["enabled"].as_bool(), bad_reg["pending"].as_u64()), (Some(false), Some(0)));
     assert!(
-        deliveries(&env).iter().any(|d| d["outcome"] == "dropped"),
-        "the other pending delivery is dropped, logged"
+        deliveries(&env)
+            .iter()
+            .any(|d| d["outcome"] == "failed" && d["url"] == bad.url("/bad") && d["reason"].is_string()),
+        "the other pending delivery is kept as failed, logged: {:?}",
+        deliveries(&env)
     );
     // Re-adding enables it again.
     add(&env, "*", &bad.url("/bad"), Some("s"));
@@ -601,4 +605,50 @@ fn serve_runs_the_delivery_worker_for_events_from_any_process() {
     let body: Value = serde_json::from_slice(&got[0].body).unwrap();
     assert_eq!(body["data"]["scene_id"], "from-cli");
     assert!(comfy_ok("s3cret", &got[0]));
+}
+
+/// A receiver down during a burst (issue: 10 failed attempts across different messages disabled the
+/// registration within seconds and dropped every queued message). With the default time-based
+/// policy it stays enabled, retries go on past the schedule while it is down, and every message
+/// arrives exactly once when it is back.
+#[test]
+fn a_receiver_down_during_a_burst_gets_every_message_exactly_once_when_it_returns() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let env = TestEnv::new();
+    // Three retries, then the last interval again; at least 3 failed attempts *and* 5 days failing.
+    let cfg = json!({"obs": {"webhooks": {
+        "timeout_ms": 2000, "retry_schedule_ms": [50, 100, 200], "disable_after_failures": 3, "poll_ms": 10,
+    }}});
+    env.write("config/comfyvn.json", cfg.to_string());
+    let down = Arc::new(AtomicBool::new(true));
+    let flag = Arc::clone(&down);
+    let rx = Server::start(move |_, _| Answer::status(if flag.load(Ordering::SeqCst) { 503 } else { 204 }));
+    add(&env, "on_scene_*", &rx.url("/h"), Some("s"));
+    let worker = Worker::start(&env);
+    const N: usize = 200;
+    for i in 0..N {
+        emit(&env, "on_scene_enter", json!({"i": i}));
+    }
+    // Down for longer than the whole retry schedule, over far more failed attempts than the minimum.
+    wait_until("many failed attempts", || rx.requests().len() >= 3 * N);
+    std::thread::sleep(Duration::from_millis(600));
+    let list = env.run(&["webhooks", "list", "--json"]).ok().json();
+    assert_eq!(list[0]["enabled"], true, "disabled during a short outage: {list}");
+    down.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let delivered = loop {
+        let ok: Vec<Request> = rx.requests().into_iter().filter(|r| r.status == 204).collect();
+        if ok.len() >= N || Instant::now() > deadline {
+            break ok;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    worker.stop();
+    let ok: Vec<Request> = rx.requests().into_iter().filter(|r| r.status == 204).collect();
+    let ids: std::collections::HashSet<&str> = ok.iter().map(|r| r.header("webhook-id")).collect();
+    assert_eq!(delivered.len(), N, "delivered after the receiver returned");
+    assert_eq!((ok.len(), ids.len()), (N, N), "each message exactly once after it was acknowledged");
+    assert!(!deliveries(&env).iter().any(|d| d["outcome"] == "dropped" || d["outcome"] == "failed"));
 }
