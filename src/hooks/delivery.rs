@@ -514,6 +514,15 @@ pub fn next_delay(schedule: &[u64], attempts: u32, retry_after: Option<Duration>
     Some(retry_after.map_or(delay, |ra| ra.max(delay)))
 }
 
+/// Whether a failed attempt says the receiver is down or overloaded rather than refusing the message:
+/// no answer at all (refused, reset, timeout), a 5xx, 408 or 429.
+pub fn receiver_unavailable(reply: &Reply) -> bool {
+    match reply.status {
+        None => true,
+        Some(s) => s >= 500 || s == 408 || s == 429,
+    }
+}
+
 /// `Retry-After`: delay seconds or an HTTP date (capped at one day).
 pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
     const MAX: Duration = Duration::from_secs(86_400);
@@ -964,7 +973,7 @@ impl Worker {
         let error = done.reply.describe();
         let still_enabled = self.regs.get(&done.lane).is_some_and(|c| c.reg.enabled);
         let mut disabled = None;
-        let mut streak = 0;
+
         if still_enabled {
             let run = self
                 .runs
@@ -976,7 +985,6 @@ impl Worker {
             run.failures += 1;
             run.last_error = Some(error.clone());
             let count = if run.reset { 0 } else { stored_failures } + run.failures;
-            streak = count;
             let stored_since = self.regs.get(&done.lane).and_then(|c| failing_since_ms(&c.reg));
             let since = if run.reset { run.first_failure_ms } else { stored_since.or(run.first_failure_ms) };
             let policy = self.disable_policy();
@@ -1003,11 +1011,11 @@ impl Worker {
             return Ok(());
         }
         let retry_after = done.reply.retry_after.as_deref().and_then(|v| parse_retry_after(v, chrono::Utc::now()));
-        // Past the schedule, keep retrying at its last interval while the receiver looks down (its
-        // failure streak is at least this message's attempts: no 2xx since this message first failed),
-        // so an outage shorter than the disable policy loses nothing. A receiver that answers others
-        // but keeps refusing this one message gets the schedule only.
-        let receiver_down = streak >= done.attempt;
+        // Past the schedule, keep retrying at its last interval while the receiver looks down or
+        // overloaded (no answer, a timeout, 5xx, 408 or 429), so an outage shorter than the disable
+        // policy loses nothing. A receiver that answers and refuses this message (another 4xx) gets
+        // the schedule only.
+        let receiver_down = receiver_unavailable(&done.reply);
         let delay = next_delay(&self.settings.retry_schedule_ms, done.attempt, retry_after).or_else(|| {
             let last = *self.settings.retry_schedule_ms.last()?;
             receiver_down.then(|| retry_after.unwrap_or(Duration::from_millis(last)))
@@ -1226,6 +1234,23 @@ mod tests {
         assert_eq!(next_delay(&schedule, 3, None), None, "schedule exhausted");
         assert_eq!(next_delay(&schedule, 1, Some(Duration::from_secs(5))), Some(Duration::from_secs(5)));
         assert_eq!(next_delay(&[], 1, None), None);
+    }
+
+    #[test]
+    fn only_answers_that_refuse_the_message_end_retries_after_the_schedule() {
+        let reply = |status: Option<u16>| Reply {
+            status,
+            error: status.is_none().then(|| "connection refused".to_string()),
+            retry_after: None,
+            body: Vec::new(),
+            latency: Duration::ZERO,
+        };
+        for down in [None, Some(500), Some(503), Some(408), Some(429)] {
+            assert!(receiver_unavailable(&reply(down)), "{down:?}");
+        }
+        for refused in [Some(400), Some(404), Some(410), Some(422)] {
+            assert!(!receiver_unavailable(&reply(refused)), "{refused:?}");
+        }
     }
 
     #[test]
