@@ -144,7 +144,8 @@ pub struct ServerSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WebhookSettings {
     pub timeout_ms: u64,
-    /// Delay before retry 1, 2, …; a delivery that fails once more after the last entry is given up.
+    /// Delay before retry 1, 2, …; past the last entry a delivery is retried at that interval while
+    /// the receiver is unavailable, and given up after a refusal (another 4xx).
     pub retry_schedule_ms: Vec<u64>,
     /// A registration is disabled only when it has failed continuously for `disable_after_secs` and
     /// over at least this many attempts (0 = never disable).

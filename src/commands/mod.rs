@@ -30,8 +30,6 @@ pub struct Ctx {
     pub config: Config,
 }
 
-/// Run a parsed command line and return the exit code. Errors are printed on stderr as
-/// `error: …` with their causes and an optional `hint:` line.
 /// Remove the temp files that killed processes left under the runtime folders and `extra` (watched
 /// roots outside the assets root), saying how many on stderr. `watch`, `serve` and `audit --fix` call
 /// this when they start; a temp file of a process still running is never touched.
@@ -52,6 +50,8 @@ pub fn sweep_litter(paths: &Paths, extra: &[std::path::PathBuf]) -> usize {
     n
 }
 
+/// Run a parsed command line and return the exit code. Errors are printed on stderr as
+/// `error: …` with their causes and an optional `hint:` line.
 pub fn main(cli: Cli) -> ExitCode {
     match run(cli) {
         // A log file that could not be written was reported when it happened; the run still failed.

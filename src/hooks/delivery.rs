@@ -506,8 +506,19 @@ pub fn body_of(env: &Envelope) -> String {
 
 /// Delay before the next attempt after `attempts` failures, `None` when the schedule is exhausted.
 /// The schedule's entry gets ±20 % jitter; a `Retry-After` answer is a lower bound.
-pub fn next_delay(schedule: &[u64], attempts: u32, retry_after: Option<Duration>) -> Option<Duration> {
-    let base = *schedule.get((attempts as usize).checked_sub(1)?)?;
+/// `repeat_last`: past the schedule, wait its last interval again instead of giving up.
+pub fn next_delay(
+    schedule: &[u64],
+    attempts: u32,
+    retry_after: Option<Duration>,
+    repeat_last: bool,
+) -> Option<Duration> {
+    let i = (attempts as usize).checked_sub(1)?;
+    let base = match schedule.get(i) {
+        Some(&b) => b,
+        None if repeat_last => *schedule.last()?,
+        None => return None,
+    };
     let r = u16::from_le_bytes(crate::digest::random_bytes::<2>());
     let factor = 0.8 + 0.4 * f64::from(r) / f64::from(u16::MAX);
     let delay = Duration::from_millis((base as f64 * factor) as u64);
@@ -973,7 +984,6 @@ impl Worker {
         let error = done.reply.describe();
         let still_enabled = self.regs.get(&done.lane).is_some_and(|c| c.reg.enabled);
         let mut disabled = None;
-
         if still_enabled {
             let run = self
                 .runs
@@ -1015,12 +1025,8 @@ impl Worker {
         // overloaded (no answer, a timeout, 5xx, 408 or 429), so an outage shorter than the disable
         // policy loses nothing. A receiver that answers and refuses this message (another 4xx) gets
         // the schedule only.
-        let receiver_down = receiver_unavailable(&done.reply);
-        let delay = next_delay(&self.settings.retry_schedule_ms, done.attempt, retry_after).or_else(|| {
-            let last = *self.settings.retry_schedule_ms.last()?;
-            receiver_down.then(|| retry_after.unwrap_or(Duration::from_millis(last)))
-        });
-        match delay {
+        let repeat_last = receiver_unavailable(&done.reply);
+        match next_delay(&self.settings.retry_schedule_ms, done.attempt, retry_after, repeat_last) {
             Some(delay) if still_enabled => {
                 let next_at = now_ms() + delay.as_millis() as i64;
                 self.outbox.retry(&done.id, done.attempt, next_at)?;
@@ -1226,14 +1232,14 @@ mod tests {
     fn backoff_follows_the_schedule_with_jitter_and_retry_after_is_a_floor() {
         let schedule = [100, 1000];
         for _ in 0..50 {
-            let d = next_delay(&schedule, 1, None).unwrap().as_millis();
+            let d = next_delay(&schedule, 1, None, false).unwrap().as_millis();
             assert!((80..=120).contains(&d), "{d}");
-            let d = next_delay(&schedule, 2, None).unwrap().as_millis();
+            let d = next_delay(&schedule, 2, None, false).unwrap().as_millis();
             assert!((800..=1200).contains(&d), "{d}");
         }
-        assert_eq!(next_delay(&schedule, 3, None), None, "schedule exhausted");
-        assert_eq!(next_delay(&schedule, 1, Some(Duration::from_secs(5))), Some(Duration::from_secs(5)));
-        assert_eq!(next_delay(&[], 1, None), None);
+        assert_eq!(next_delay(&schedule, 3, None, false), None, "schedule exhausted");
+        assert_eq!(next_delay(&schedule, 1, Some(Duration::from_secs(5)), false), Some(Duration::from_secs(5)));
+        assert_eq!(next_delay(&[], 1, None, false), None);
     }
 
     #[test]
