@@ -161,6 +161,9 @@ pub struct WebhookSettings {
     pub poll_ms: u64,
     /// Size at which `deliveries.jsonl` rotates to `deliveries.jsonl.1`.
     pub deliveries_max_bytes: u64,
+    /// Undelivered messages per registration held in memory; the rest of a backlog waits on disk
+    /// (`data/webhooks/spill/`).
+    pub max_in_memory: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -74,22 +74,52 @@ fn add(ctx: &Ctx, args: AddArgs) -> Result<ExitCode> {
         other => anyhow::Error::new(other),
     })?;
     let done = WebhookStore::new(&ctx.paths).upsert(&new, bus.history.last_seq()?)?;
-    let verb = if done.created { "added" } else { "updated" };
+    let verb = if done.created {
+        "added"
+    } else if done.reenabled {
+        "enabled again"
+    } else {
+        "updated"
+    };
     let secret = new.secret.as_deref().filter(|_| generated);
+    let kept = if done.reenabled {
+        delivery::pending_counts(&ctx.paths)?.get(&done.registration.key()).map_or(0, |w| w.parked)
+    } else {
+        0
+    };
     if args.json {
         let mut v = json!({"ok": true, "created": done.created, "webhook": done.registration.listing()});
+        if done.reenabled {
+            v["reenabled"] = json!({"kept": kept, "disabled_seq": done.disabled_seq});
+        }
         if let Some(s) = secret {
             v["secret"] = json!(s);
         }
         output::json(&v)?;
     } else {
         output::println(&format!("{verb} webhook {} -> {}", new.event, new.url))?;
+        if done.reenabled {
+            reenabled_note(&new.url, kept, done.disabled_seq);
+        }
         if let Some(s) = secret {
             output::println(&format!("secret: {s}"))?;
             eprintln!("note: the secret is shown only this once; receivers verify signatures with it");
         }
     }
     Ok(ExitCode::Success)
+}
+
+/// What enabling a disabled registration again does: its kept deliveries go first; the events
+/// emitted while it was disabled need a replay.
+fn reenabled_note(url: &str, kept: usize, disabled_seq: Option<u64>) {
+    eprintln!("the delivery worker sends the {kept} deliveries it kept while the webhook was disabled, oldest first");
+    if let Some(seq) = disabled_seq {
+        eprintln!(
+            "events after seq {seq} were not queued while it was disabled; `comfyvn-obs webhooks replay --since {seq} \
+             --url {}` sends them",
+            shell_word(url)
+        );
+    }
 }
 
 fn remove(ctx: &Ctx, args: RemoveArgs) -> Result<ExitCode> {
@@ -109,7 +139,9 @@ fn list(ctx: &Ctx, args: JsonArgs) -> Result<ExitCode> {
         .iter()
         .map(|r| {
             let mut v = r.listing();
-            v["pending"] = json!(pending.get(&r.key()).copied().unwrap_or(0));
+            let w = pending.get(&r.key()).copied().unwrap_or_default();
+            v["pending"] = json!(w.pending);
+            v["parked"] = json!(w.parked);
             v
         })
         .collect();
@@ -135,7 +167,29 @@ fn list(ctx: &Ctx, args: JsonArgs) -> Result<ExitCode> {
         ));
     }
     output::print(&text)?;
+    for (r, v) in regs.iter().zip(&items) {
+        let kept = v["parked"].as_u64().unwrap_or(0);
+        if !r.enabled && kept > 0 {
+            eprintln!(
+                "note: {} -> {} is disabled and keeps {kept} deliveries; `comfyvn-obs webhooks add --event {} \
+                 --url {}` enables it and sends them",
+                r.event,
+                r.url,
+                shell_word(&r.event),
+                shell_word(&r.url)
+            );
+        }
+    }
     Ok(ExitCode::Success)
+}
+
+/// `s` quoted for a POSIX shell when it needs it (for commands printed as hints).
+fn shell_word(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@%+,".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 fn deliveries(ctx: &Ctx, args: DeliveriesArgs) -> Result<ExitCode> {
@@ -174,6 +228,22 @@ fn replay(ctx: &Ctx, args: ReplayArgs) -> Result<ExitCode> {
             plan.since + 1,
             plan.until
         ))?;
+        for r in &plan.reenabled {
+            let (event, url) = (r["event"].as_str().unwrap_or(""), r["url"].as_str().unwrap_or(""));
+            let kept = delivery::pending_counts(&ctx.paths)?
+                .get(&crate::hooks::webhook::registration_key(event, url))
+                .map_or(0, |w| w.parked);
+            output::println(&format!("enabled webhook {event} -> {url} again"))?;
+            reenabled_note(url, kept, r["disabled_seq"].as_u64());
+        }
+        for r in &plan.skipped_disabled {
+            eprintln!(
+                "note: skipped the disabled webhook {} -> {}; `--url {}` enables it again and includes it",
+                r["event"].as_str().unwrap_or(""),
+                r["url"].as_str().unwrap_or(""),
+                shell_word(r["url"].as_str().unwrap_or(""))
+            );
+        }
         eprintln!("the delivery worker sends them (`comfyvn-obs webhooks run`, or inside `serve`)");
     }
     Ok(ExitCode::Success)

@@ -4,12 +4,14 @@
 //! Files under `data/webhooks/`: `checkpoint.json` (the last history `seq` whose deliveries are in
 //! the outbox), `outbox.jsonl` (append-only records: `enqueue`, `retry`, `ack`), `deliveries.jsonl`
 //! (one line per attempt or drop, rotated at `obs.webhooks.deliveries_max_bytes`), `replay/*.json`
-//! (requests from `webhooks replay`), `worker.lock`. Registrations belong to [`super::webhook`].
+//! (requests from `webhooks replay`), `spill/` (each registration's backlog beyond
+//! `obs.webhooks.max_in_memory`, see [`super::spill`]), `worker.lock`. Registrations belong to
+//! [`super::webhook`].
 //!
 //! Invariants:
 //! - One worker per runtime root: it holds `worker.lock` for its life and is the only writer of the
 //!   outbox, the checkpoint and the delivery log. A second worker waits for the lock.
-//! - The outbox is fsynced before the checkpoint moves past what it holds, so a crash (even `kill -9`)
+//! - The outbox (and the spill queues) are fsynced before the checkpoint moves past what they hold, so a crash (even `kill -9`)
 //!   never loses an event: after a restart the worker re-reads the history from the checkpoint, and
 //!   outbox ids (`msg_<seq>_<hash of registration>`) make the re-enqueue idempotent.
 //! - An acked delivery is never sent again: the ack record is appended right after the 2xx, and
@@ -23,7 +25,7 @@
 //!   up the others.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
@@ -37,6 +39,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::spill::{self, Spill};
 use super::webhook::{event_matcher, failing_since_ms, AttemptRun, DisablePolicy, Registration, WebhookStore};
 use super::{Bus, Envelope, Follower};
 use crate::config::{Config, WebhookSettings};
@@ -63,6 +66,7 @@ pub struct WebhookFiles {
     pub checkpoint: PathBuf,
     pub deliveries: PathBuf,
     pub replay_dir: PathBuf,
+    pub spill_dir: PathBuf,
     pub worker_lock: PathBuf,
 }
 
@@ -74,6 +78,7 @@ impl WebhookFiles {
             checkpoint: dir.join("checkpoint.json"),
             deliveries: dir.join("deliveries.jsonl"),
             replay_dir: dir.join("replay"),
+            spill_dir: dir.join("spill"),
             worker_lock: dir.join("worker.lock"),
             dir,
         }
@@ -86,9 +91,9 @@ impl WebhookFiles {
 pub enum Outcome {
     /// The receiver answered 2xx.
     Delivered,
-    /// Every retry of the schedule failed.
+    /// The receiver refused it (a 4xx other than 408 and 429) through the whole retry schedule.
     Failed,
-    /// The registration was disabled or removed before delivery.
+    /// The registration was removed before delivery.
     Dropped,
 }
 
@@ -111,6 +116,16 @@ pub struct Pending {
     /// Epoch milliseconds before which the next attempt must not start.
     #[serde(default)]
     pub next_at_ms: i64,
+    /// The last attempt found the receiver down, so `next_at_ms` holds its whole lane back.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub lane_down: bool,
+    /// Kept for a disabled registration: not sent until it is enabled again.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub parked: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !b
 }
 
 impl Pending {
@@ -123,10 +138,27 @@ impl Pending {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 enum Record {
-    Header { schema: u64 },
+    Header {
+        schema: u64,
+    },
     Enqueue(Pending),
-    Retry { id: String, attempts: u32, next_at_ms: i64 },
-    Ack { id: String, outcome: Outcome, at: String },
+    Retry {
+        id: String,
+        attempts: u32,
+        next_at_ms: i64,
+        #[serde(default, skip_serializing_if = "is_false")]
+        lane_down: bool,
+    },
+    Ack {
+        id: String,
+        outcome: Outcome,
+        at: String,
+    },
+    /// Kept for a disabled registration (`parked`), or sent again once it is enabled (`!parked`).
+    Park {
+        id: String,
+        parked: bool,
+    },
 }
 
 fn now_ms() -> i64 {
@@ -143,6 +175,9 @@ pub struct Outbox {
     seen: HashSet<String>,
     bytes: u64,
     acked: u64,
+    parked: usize,
+    /// Pending deliveries per registration key.
+    per_lane: HashMap<String, usize>,
 }
 
 impl Outbox {
@@ -155,6 +190,8 @@ impl Outbox {
             seen: HashSet::new(),
             bytes: 0,
             acked: 0,
+            parked: 0,
+            per_lane: HashMap::new(),
         };
         let f = match File::open(path) {
             Ok(f) => f,
@@ -170,18 +207,28 @@ impl Outbox {
                         ob.pending.insert(p.id.clone(), p);
                     }
                 }
-                Ok(Record::Retry { id, attempts, next_at_ms }) => {
+                Ok(Record::Retry { id, attempts, next_at_ms, lane_down }) => {
                     if let Some(p) = ob.pending.get_mut(&id) {
                         p.attempts = attempts;
                         p.next_at_ms = next_at_ms;
+                        p.lane_down = lane_down;
                     }
                 }
                 Ok(Record::Ack { id, .. }) => {
                     ob.pending.remove(&id);
                     ob.acked += 1;
                 }
+                Ok(Record::Park { id, parked }) => {
+                    if let Some(p) = ob.pending.get_mut(&id) {
+                        p.parked = parked;
+                    }
+                }
                 Ok(Record::Header { .. }) | Err(_) => {}
             }
+        }
+        ob.parked = ob.pending.values().filter(|p| p.parked).count();
+        for p in ob.pending.values() {
+            *ob.per_lane.entry(p.lane()).or_default() += 1;
         }
         Ok(ob)
     }
@@ -195,6 +242,16 @@ impl Outbox {
 
     pub fn get(&self, id: &str) -> Option<&Pending> {
         self.pending.get(id)
+    }
+
+    /// Whether `id` was enqueued since the last compaction (acked or not).
+    pub fn knows(&self, id: &str) -> bool {
+        self.seen.contains(id)
+    }
+
+    /// Pending deliveries of one registration.
+    pub fn lane_len(&self, lane: &str) -> usize {
+        self.per_lane.get(lane).copied().unwrap_or(0)
     }
 
     fn append(&mut self, records: &[Record]) -> Result<()> {
@@ -234,16 +291,37 @@ impl Outbox {
         for p in &fresh {
             self.seen.insert(p.id.clone());
             self.pending.insert(p.id.clone(), p.clone());
+            *self.per_lane.entry(p.lane()).or_default() += 1;
         }
         Ok(fresh)
     }
 
-    /// Remember a failed attempt and when to try again.
-    pub fn retry(&mut self, id: &str, attempts: u32, next_at_ms: i64) -> Result<()> {
-        self.append(&[Record::Retry { id: id.to_string(), attempts, next_at_ms }])?;
+    /// Remember a failed attempt and when to try again; `lane_down`: the receiver looked down.
+    pub fn retry(&mut self, id: &str, attempts: u32, next_at_ms: i64, lane_down: bool) -> Result<()> {
+        self.append(&[Record::Retry { id: id.to_string(), attempts, next_at_ms, lane_down }])?;
         if let Some(p) = self.pending.get_mut(id) {
             p.attempts = attempts;
             p.next_at_ms = next_at_ms;
+            p.lane_down = lane_down;
+        }
+        Ok(())
+    }
+
+    /// Keep deliveries for a disabled registration (`parked`), or release them again.
+    pub fn park(&mut self, ids: &[String], parked: bool) -> Result<()> {
+        let records: Vec<Record> = ids.iter().map(|id| Record::Park { id: id.clone(), parked }).collect();
+        self.append(&records)?;
+        for id in ids {
+            if let Some(p) = self.pending.get_mut(id) {
+                if p.parked != parked {
+                    p.parked = parked;
+                    if parked {
+                        self.parked += 1;
+                    } else {
+                        self.parked -= 1;
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -255,7 +333,15 @@ impl Outbox {
             ids.iter().map(|id| Record::Ack { id: id.clone(), outcome, at: at.clone() }).collect();
         self.append(&records)?;
         for id in ids {
-            self.pending.remove(id);
+            let Some(p) = self.pending.remove(id) else { continue };
+            self.parked -= usize::from(p.parked);
+            let lane = p.lane();
+            if let Some(n) = self.per_lane.get_mut(&lane) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_lane.remove(&lane);
+                }
+            }
         }
         self.acked += ids.len() as u64;
         Ok(())
@@ -427,14 +513,32 @@ pub struct ReplayPlan {
     pub events: usize,
     /// Deliveries the worker will enqueue.
     pub deliveries: usize,
+    /// Disabled registrations of `--url` this request enabled again (their kept deliveries are sent
+    /// too), with the `disabled_seq` each had.
+    pub reenabled: Vec<Value>,
+    /// Disabled registrations that were left out (no `--url` named them).
+    pub skipped_disabled: Vec<Value>,
 }
 
 /// Ask the worker to re-send events with `seq > since` (up to the history's end now) to every enabled
 /// registration they match (optionally only to `url`), with their original `webhook-id`.
+/// A replay to one URL is an explicit request to deliver there: it enables that URL's disabled
+/// registrations again, which also sends the deliveries they kept.
 pub fn request_replay(paths: &Paths, config: &Config, since: u64, url: Option<&str>) -> Result<ReplayPlan> {
     let bus = Bus::open(paths, config)?;
     let until = bus.history.last_seq()?;
-    let regs = compile(WebhookStore::new(paths).load()?);
+    let store = WebhookStore::new(paths);
+    let reenabled: Vec<Value> = match url {
+        Some(u) => store
+            .reenable(|r| r.url == u)?
+            .into_iter()
+            .map(|(r, seq)| json!({"event": r.event, "url": r.url, "disabled_seq": seq}))
+            .collect(),
+        None => Vec::new(),
+    };
+    let regs = compile(store.load()?);
+    let skipped_disabled: Vec<Value> =
+        regs.iter().filter(|c| !c.reg.enabled).map(|c| json!({"event": c.reg.event, "url": c.reg.url})).collect();
     let mut events = 0;
     let mut deliveries = 0;
     if until > since {
@@ -452,7 +556,7 @@ pub fn request_replay(paths: &Paths, config: &Config, since: u64, url: Option<&s
     let doc =
         ReplayDoc { schema: SCHEMA, since, until, url: url.map(str::to_string), requested_at: crate::time::iso_now() };
     crate::fs::write_json_atomic(&request, &doc)?;
-    Ok(ReplayPlan { request, since, until, events, deliveries })
+    Ok(ReplayPlan { request, since, until, events, deliveries, reenabled, skipped_disabled })
 }
 
 /// A registration with its compiled event pattern.
@@ -480,6 +584,8 @@ impl Compiled {
             body: body.to_string(),
             attempts: 0,
             next_at_ms: 0,
+            lane_down: false,
+            parked: false,
         }
     }
 }
@@ -565,10 +671,29 @@ struct Done {
     reply: Reply,
 }
 
+/// One registration's deliveries in the worker.
 #[derive(Default)]
 struct Lane {
-    ready: VecDeque<String>,
+    /// Ready to send, oldest event first: `(seq, id)`.
+    ready: BTreeSet<(u64, String)>,
     in_flight: usize,
+    /// The receiver looked down (no answer, a 5xx, 408 or 429): nothing of this lane is sent before
+    /// this time (epoch ms), and after it one delivery at a time, until one gets a 2xx. Then the
+    /// whole backlog goes at full speed, in `seq` order.
+    down_until: Option<i64>,
+    /// Consecutive probes that found the receiver down: the lane's place in the retry schedule.
+    down_attempts: u32,
+}
+
+impl Lane {
+    /// How many may be in flight now: 0 while backing off, 1 probe once the wait is over.
+    fn cap(&self, cap: usize, now: i64) -> usize {
+        match self.down_until {
+            Some(t) if t > now => 0,
+            Some(_) => 1,
+            None => cap,
+        }
+    }
 }
 
 /// Start the delivery worker on its own thread (for `serve`). It runs until `stop` is set; an error
@@ -655,6 +780,8 @@ struct Worker {
     regs: HashMap<String, Compiled>,
     regs_stamp: Option<(u64, i64, i64, u64)>,
     outbox: Outbox,
+    /// Backlogs beyond `max_in_memory`, per registration key.
+    spills: HashMap<String, Spill>,
     log: DeliveryLog,
     follower: Follower,
     checkpoint: u64,
@@ -679,6 +806,7 @@ impl Worker {
         let bus = Bus::open(paths, config)?;
         let regs_list = store.load()?;
         let outbox = Outbox::load(&files.outbox)?;
+        let spills = spill::open_all(&files.spill_dir)?;
         let checkpoint = match read_checkpoint(&files.checkpoint)? {
             Some(seq) => seq,
             // No checkpoint yet: start where the oldest enabled registration started, else at the end.
@@ -716,6 +844,7 @@ impl Worker {
             regs,
             regs_stamp,
             outbox,
+            spills,
             follower,
             checkpoint,
             checkpoint_dirty: false,
@@ -731,15 +860,21 @@ impl Worker {
             threads,
         };
         let now = now_ms();
-        let resumed: Vec<(String, String, i64)> =
-            w.outbox.pending().iter().map(|p| (p.id.clone(), p.lane(), p.next_at_ms)).collect();
-        for (id, lane, next_at) in resumed {
-            if next_at > now {
-                w.delayed.push(Reverse((next_at, id)));
+        let resumed: Vec<Pending> = w.outbox.pending().into_iter().filter(|p| !p.parked).cloned().collect();
+        for p in resumed {
+            let lane = w.lanes.entry(p.lane()).or_default();
+            if p.lane_down && p.next_at_ms > now {
+                lane.down_until = lane.down_until.max(Some(p.next_at_ms));
+                lane.down_attempts = lane.down_attempts.max(p.attempts);
+                lane.ready.insert((p.seq, p.id));
+            } else if p.next_at_ms > now {
+                w.delayed.push(Reverse((p.next_at_ms, p.id)));
             } else {
-                w.lanes.entry(lane).or_default().ready.push_back(id);
+                lane.ready.insert((p.seq, p.id));
             }
         }
+        w.lanes.retain(|_, l| !l.ready.is_empty());
+        w.sync_parked()?;
         Ok(w)
     }
 
@@ -752,11 +887,13 @@ impl Worker {
                 self.replay_at = Instant::now();
                 self.process_replays()?;
             }
+            self.refill()?;
             self.promote_due();
             self.dispatch()?;
-            let wait = self.delayed.peek().map_or(poll, |Reverse((at, _))| {
-                Duration::from_millis((*at - now_ms()).clamp(0, poll.as_millis() as i64) as u64)
-            });
+            let next = self.delayed.peek().map(|Reverse((at, _))| *at);
+            let next = self.lanes.values().filter_map(|l| l.down_until).chain(next).min();
+            let wait =
+                next.map_or(poll, |at| Duration::from_millis((at - now_ms()).clamp(0, poll.as_millis() as i64) as u64));
             match self.results.recv_timeout(wait) {
                 Ok(done) => {
                     self.finish(done)?;
@@ -810,6 +947,39 @@ impl Worker {
             }
             Err(e) => tracing::warn!("keeping the previous webhook registrations: {e:#}"),
         }
+        if let Err(e) = self.sync_parked() {
+            tracing::warn!("cannot release the deliveries kept for a disabled webhook: {e:#}");
+        }
+    }
+
+    /// Deliveries kept for a disabled registration go back to their lane once it is enabled again
+    /// (`webhooks add`, `webhooks replay`), ahead of newer ones; those of a removed registration are
+    /// dropped.
+    fn sync_parked(&mut self) -> Result<()> {
+        if self.outbox.parked == 0 {
+            return Ok(());
+        }
+        let mut resume = Vec::new();
+        let mut removed = Vec::new();
+        for p in self.outbox.pending.values().filter(|p| p.parked) {
+            match self.regs.get(&p.lane()) {
+                Some(c) if c.reg.enabled => resume.push((p.seq, p.id.clone(), p.lane())),
+                Some(_) => {}
+                None => removed.push(p.id.clone()),
+            }
+        }
+        if !resume.is_empty() {
+            let ids: Vec<String> = resume.iter().map(|(_, id, _)| id.clone()).collect();
+            self.outbox.park(&ids, false)?;
+            tracing::info!(deliveries = ids.len(), "sending the deliveries kept while a webhook was disabled");
+            for (seq, id, lane) in resume {
+                self.lanes.entry(lane).or_default().ready.insert((seq, id));
+            }
+        }
+        if !removed.is_empty() {
+            self.drop_deliveries(removed, Outcome::Dropped, "registration removed")?;
+        }
+        Ok(())
     }
 
     /// Enqueue deliveries for new history entries; returns how many entries were read.
@@ -832,10 +1002,78 @@ impl Worker {
         Ok(envs.len())
     }
 
+    /// Queue deliveries: into the outbox (and memory) while their registration has fewer than
+    /// `max_in_memory` pending, else at the tail of its spill queue on disk. Once a registration
+    /// spills, everything after goes to the queue until it is empty, which keeps `seq` order.
     fn add(&mut self, items: Vec<Pending>) -> Result<()> {
-        for p in self.outbox.enqueue(items)? {
-            self.lanes.entry(p.lane()).or_default().ready.push_back(p.id);
+        let cap = self.settings.max_in_memory.max(1);
+        let mut direct = Vec::new();
+        let mut spilled: HashMap<String, Vec<Pending>> = HashMap::new();
+        let mut counts: HashMap<String, usize> = HashMap::new();
+        for p in items {
+            if self.outbox.knows(&p.id) {
+                continue;
+            }
+            let lane = p.lane();
+            let queued = self.spills.get(&lane).is_some_and(|q| !q.is_empty()) || spilled.contains_key(&lane);
+            let n = counts.entry(lane.clone()).or_insert_with(|| self.outbox.lane_len(&lane));
+            if queued || *n >= cap {
+                spilled.entry(lane).or_default().push(p);
+            } else {
+                *n += 1;
+                direct.push(p);
+            }
         }
+        for p in self.outbox.enqueue(direct)? {
+            self.lanes.entry(p.lane()).or_default().ready.insert((p.seq, p.id));
+        }
+        for (lane, items) in spilled {
+            let queue = match self.spills.entry(lane) {
+                std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    crate::fs::ensure_dir(&self.files.spill_dir)?;
+                    let tag = spill::tag(e.key());
+                    e.insert(Spill::open(&self.files.spill_dir, &tag)?)
+                }
+            };
+            queue.push(&items)?;
+        }
+        Ok(())
+    }
+
+    /// Move the head of each spill queue into the outbox while its registration has room (in
+    /// batches of at least half the cap). A removed registration's queue is thrown away.
+    fn refill(&mut self) -> Result<()> {
+        let cap = self.settings.max_in_memory.max(1);
+        let keys: Vec<String> = self.spills.iter().filter(|(_, q)| !q.is_empty()).map(|(k, _)| k.clone()).collect();
+        for key in keys {
+            let Some(queue) = self.spills.get_mut(&key) else { continue };
+            match self.regs.get(&key) {
+                None => {
+                    let n = queue.discard()?;
+                    let (event, url) = key.split_once('\n').unwrap_or((&key, ""));
+                    tracing::warn!(event, url, deliveries = n, "dropped the queued deliveries of a removed webhook");
+                    let entry = json!({"ts": crate::time::iso_now(), "registration": event, "url": url,
+                        "outcome": "dropped", "count": n, "reason": "registration removed"});
+                    self.log.append(&entry)?;
+                    continue;
+                }
+                Some(c) if !c.reg.enabled => continue,
+                Some(_) => {}
+            }
+            let room = cap.saturating_sub(self.outbox.lane_len(&key));
+            if room < cap.div_ceil(2) {
+                continue;
+            }
+            let (items, offset) = queue.read(room)?;
+            let taken = items.len();
+            for p in self.outbox.enqueue(items)? {
+                self.lanes.entry(p.lane()).or_default().ready.insert((p.seq, p.id));
+            }
+            self.outbox.sync()?;
+            queue.commit(offset, taken)?;
+        }
+        self.spills.retain(|_, q| !q.is_empty());
         Ok(())
     }
 
@@ -877,6 +1115,9 @@ impl Worker {
             let n = items.len();
             self.add(items)?;
             self.outbox.sync()?;
+            for queue in self.spills.values_mut() {
+                queue.sync()?;
+            }
             std::fs::remove_file(&path).with_context(|| format!("cannot remove {}", path.display()))?;
             tracing::info!(since = doc.since, until = doc.until, deliveries = n, "replay request queued");
         }
@@ -890,33 +1131,40 @@ impl Worker {
                 break;
             }
             let Some(Reverse((_, id))) = self.delayed.pop() else { break };
-            if let Some(p) = self.outbox.get(&id) {
-                self.lanes.entry(p.lane()).or_default().ready.push_back(id);
+            if let Some(p) = self.outbox.get(&id).filter(|p| !p.parked) {
+                self.lanes.entry(p.lane()).or_default().ready.insert((p.seq, id));
             }
         }
     }
 
-    /// Hand ready deliveries to the pool: round-robin over lanes, each lane capped, the pool capped.
+    /// Hand ready deliveries to the pool: round-robin over lanes, each lane capped (one probe at a
+    /// time while its receiver looks down), the pool capped.
     fn dispatch(&mut self) -> Result<()> {
         let cap = self.settings.in_flight_per_receiver.max(1);
         let pool = self.settings.workers.max(1);
+        let now = now_ms();
         let mut dropped: Vec<String> = Vec::new();
+        let mut parked: Vec<String> = Vec::new();
         loop {
             let mut progressed = false;
             for (key, lane) in self.lanes.iter_mut() {
                 if self.in_flight >= pool {
                     break;
                 }
-                if lane.in_flight >= cap {
+                if lane.in_flight >= lane.cap(cap, now) {
                     continue;
                 }
-                let Some(id) = lane.ready.pop_front() else { continue };
+                let Some((_, id)) = lane.ready.pop_first() else { continue };
                 progressed = true;
                 let Some(p) = self.outbox.get(&id) else { continue };
-                let Some(c) = self.regs.get(key).filter(|c| c.reg.enabled) else {
+                let Some(c) = self.regs.get(key) else {
                     dropped.push(id);
                     continue;
                 };
+                if !c.reg.enabled {
+                    parked.push(id);
+                    continue;
+                }
                 let job = Job {
                     id: id.clone(),
                     lane: key.clone(),
@@ -940,7 +1188,23 @@ impl Worker {
         }
         self.lanes.retain(|_, l| !l.ready.is_empty() || l.in_flight > 0);
         if !dropped.is_empty() {
-            self.drop_deliveries(dropped, Outcome::Dropped, "registration removed or disabled")?;
+            self.drop_deliveries(dropped, Outcome::Dropped, "registration removed")?;
+        }
+        self.park(parked)
+    }
+
+    /// Keep deliveries for a disabled registration in the outbox (logged as `parked`).
+    fn park(&mut self, ids: Vec<String>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.outbox.park(&ids, true)?;
+        for id in &ids {
+            if let Some(p) = self.outbox.get(id) {
+                let entry =
+                    log_entry(p, None, "parked", None, Some("registration disabled; kept until it is enabled again"));
+                self.log.append(&entry)?;
+            }
         }
         Ok(())
     }
@@ -958,7 +1222,8 @@ impl Worker {
         Ok(())
     }
 
-    /// Record one attempt's outcome: ack, schedule a retry, give up, or disable the registration.
+    /// Record one attempt's outcome: ack, schedule a retry (of the message, or of its whole lane when
+    /// the receiver looks down), give up, or disable the registration.
     fn finish(&mut self, done: Done) -> Result<()> {
         self.in_flight = self.in_flight.saturating_sub(1);
         if let Some(lane) = self.lanes.get_mut(&done.lane) {
@@ -970,6 +1235,11 @@ impl Worker {
             // Ack first: a log line saying "delivered" then always means "will not be sent again".
             self.outbox.ack(std::slice::from_ref(&done.id), Outcome::Delivered)?;
             self.log.append(&log_entry(&p, Some((&done.reply, done.attempt)), "delivered", None, None))?;
+            if let Some(lane) = self.lanes.get_mut(&done.lane) {
+                // The receiver is back: its whole backlog is ready now.
+                lane.down_until = None;
+                lane.down_attempts = 0;
+            }
             let run = self
                 .runs
                 .entry(done.lane.clone())
@@ -982,61 +1252,78 @@ impl Worker {
             return Ok(());
         }
         let error = done.reply.describe();
-        let still_enabled = self.regs.get(&done.lane).is_some_and(|c| c.reg.enabled);
-        let mut disabled = None;
-        if still_enabled {
-            let run = self
-                .runs
-                .entry(done.lane.clone())
-                .or_insert_with(|| AttemptRun { key: done.lane.clone(), ..AttemptRun::default() });
-            if run.failures == 0 {
-                run.first_failure_ms = Some(now_ms());
-            }
-            run.failures += 1;
-            run.last_error = Some(error.clone());
-            let count = if run.reset { 0 } else { stored_failures } + run.failures;
-            let stored_since = self.regs.get(&done.lane).and_then(|c| failing_since_ms(&c.reg));
-            let since = if run.reset { run.first_failure_ms } else { stored_since.or(run.first_failure_ms) };
-            let policy = self.disable_policy();
-            if policy.disables(count, since, now_ms()) {
-                let run = self.runs.remove(&done.lane).expect("inserted above");
-                disabled = self.store.record_runs(&[run], policy)?.into_iter().next();
-            }
+        match self.regs.get(&done.lane) {
+            None => return self.drop_deliveries(vec![done.id], Outcome::Dropped, "registration removed"),
+            Some(c) if !c.reg.enabled => return self.park(vec![done.id]),
+            Some(_) => {}
         }
-        if let Some(reg) = disabled {
-            self.outbox.ack(std::slice::from_ref(&done.id), Outcome::Failed)?;
-            self.log.append(&log_entry(&p, Some((&done.reply, done.attempt)), "disabled", None, None))?;
-            if let Some(c) = self.regs.get_mut(&done.lane) {
-                c.reg.enabled = false;
+        let run = self
+            .runs
+            .entry(done.lane.clone())
+            .or_insert_with(|| AttemptRun { key: done.lane.clone(), ..AttemptRun::default() });
+        if run.failures == 0 {
+            run.first_failure_ms = Some(now_ms());
+        }
+        run.failures += 1;
+        run.last_error = Some(error.clone());
+        let count = if run.reset { 0 } else { stored_failures } + run.failures;
+        let stored_since = self.regs.get(&done.lane).and_then(|c| failing_since_ms(&c.reg));
+        let since = if run.reset { run.first_failure_ms } else { stored_since.or(run.first_failure_ms) };
+        let policy = self.disable_policy();
+        if policy.disables(count, since, now_ms()) {
+            let run = self.runs.remove(&done.lane).expect("inserted above");
+            if let Some(reg) = self.store.record_runs(&[run], policy)?.into_iter().next() {
+                return self.disabled(&done, &p, reg, &error);
             }
-            let rest: Vec<String> =
-                self.outbox.pending().iter().filter(|q| q.lane() == done.lane).map(|q| q.id.clone()).collect();
-            self.drop_deliveries(rest, Outcome::Failed, "registration disabled after failing continuously")?;
-            tracing::warn!(event = %reg.event, url = %reg.url, failures = reg.consecutive_failures, "webhook disabled: {error}");
-            let data =
-                json!({"event": reg.event, "url": reg.url, "failures": reg.consecutive_failures, "last_error": error});
-            if let Err(e) = self.bus.emit("obs.webhook_disabled", data) {
-                tracing::warn!("cannot record obs.webhook_disabled: {e:#}");
-            }
-            return Ok(());
         }
         let retry_after = done.reply.retry_after.as_deref().and_then(|v| parse_retry_after(v, chrono::Utc::now()));
-        // Past the schedule, keep retrying at its last interval while the receiver looks down or
-        // overloaded (no answer, a timeout, 5xx, 408 or 429), so an outage shorter than the disable
-        // policy loses nothing. A receiver that answers and refuses this message (another 4xx) gets
-        // the schedule only.
-        let repeat_last = receiver_unavailable(&done.reply);
-        match next_delay(&self.settings.retry_schedule_ms, done.attempt, retry_after, repeat_last) {
-            Some(delay) if still_enabled => {
-                let next_at = now_ms() + delay.as_millis() as i64;
-                self.outbox.retry(&done.id, done.attempt, next_at)?;
+        if receiver_unavailable(&done.reply) {
+            // The receiver looks down or overloaded (no answer, a timeout, 5xx, 408 or 429): hold the
+            // whole lane back and probe with one message at a time, on the schedule and then at its
+            // last interval, so an outage shorter than the disable policy loses nothing and the
+            // backlog drains at once when a probe gets through.
+            let now = now_ms();
+            let lane = self.lanes.entry(done.lane.clone()).or_default();
+            if lane.down_until.is_none_or(|t| t <= now) {
+                lane.down_attempts += 1;
+            }
+            if let Some(delay) = next_delay(&self.settings.retry_schedule_ms, lane.down_attempts, retry_after, true) {
+                let next_at = now + delay.as_millis() as i64;
+                lane.down_until = lane.down_until.max(Some(next_at));
+                lane.ready.insert((p.seq, done.id.clone()));
+                self.outbox.retry(&done.id, done.attempt, next_at, true)?;
                 self.log.append(&log_entry(&p, Some((&done.reply, done.attempt)), "retry", Some(delay), None))?;
-                self.delayed.push(Reverse((next_at, done.id)));
+                return Ok(());
             }
-            _ => {
-                self.outbox.ack(std::slice::from_ref(&done.id), Outcome::Failed)?;
-                self.log.append(&log_entry(&p, Some((&done.reply, done.attempt)), "failed", None, None))?;
-            }
+        } else if let Some(delay) = next_delay(&self.settings.retry_schedule_ms, done.attempt, retry_after, false) {
+            // The receiver answered and refused this one message: retry it alone, on the schedule.
+            let next_at = now_ms() + delay.as_millis() as i64;
+            self.outbox.retry(&done.id, done.attempt, next_at, false)?;
+            self.log.append(&log_entry(&p, Some((&done.reply, done.attempt)), "retry", Some(delay), None))?;
+            self.delayed.push(Reverse((next_at, done.id)));
+            return Ok(());
+        }
+        self.outbox.ack(std::slice::from_ref(&done.id), Outcome::Failed)?;
+        self.log.append(&log_entry(&p, Some((&done.reply, done.attempt)), "failed", None, None))
+    }
+
+    /// The disable policy just disabled `reg` on this attempt: keep this delivery and the rest of its
+    /// lane in the outbox (parked), note how far the worker had queued, and say so.
+    fn disabled(&mut self, done: &Done, p: &Pending, reg: Registration, error: &str) -> Result<()> {
+        self.log.append(&log_entry(p, Some((&done.reply, done.attempt)), "disabled", None, None))?;
+        if let Some(c) = self.regs.get_mut(&done.lane) {
+            c.reg.enabled = false;
+        }
+        self.lanes.remove(&done.lane);
+        let lane: Vec<String> =
+            self.outbox.pending().iter().filter(|q| q.lane() == done.lane && !q.parked).map(|q| q.id.clone()).collect();
+        self.park(lane)?;
+        self.store.set_disabled_seq(&done.lane, self.checkpoint)?;
+        tracing::warn!(event = %reg.event, url = %reg.url, failures = reg.consecutive_failures, "webhook disabled: {error}");
+        let data =
+            json!({"event": reg.event, "url": reg.url, "failures": reg.consecutive_failures, "last_error": error});
+        if let Err(e) = self.bus.emit("obs.webhook_disabled", data) {
+            tracing::warn!("cannot record obs.webhook_disabled: {e:#}");
         }
         Ok(())
     }
@@ -1047,6 +1334,9 @@ impl Worker {
         let compact = self.outbox.wants_compaction() && self.in_flight == 0;
         if self.checkpoint_dirty && (force || compact || self.checkpoint_at.elapsed() >= CHECKPOINT_EVERY) {
             self.outbox.sync()?;
+            for queue in self.spills.values_mut() {
+                queue.sync()?;
+            }
             write_checkpoint(&self.files.checkpoint, self.checkpoint)?;
             self.checkpoint_dirty = false;
             self.checkpoint_at = Instant::now();
@@ -1070,9 +1360,9 @@ impl Worker {
         }
     }
 
-    /// Nothing to read, send or wait for.
+    /// Nothing to read or send now (lanes backing off only wait).
     fn idle(&self) -> bool {
-        self.in_flight == 0 && self.lanes.is_empty()
+        self.in_flight == 0 && self.lanes.values().all(|l| l.down_until.is_some())
     }
 }
 
@@ -1145,12 +1435,34 @@ fn log_entry(
     e
 }
 
-/// Per-registration counts of deliveries still in the outbox (for `webhooks list`).
-pub fn pending_counts(paths: &Paths) -> Result<HashMap<String, usize>> {
-    let outbox = Outbox::load(&WebhookFiles::new(paths).outbox)?;
-    let mut counts = HashMap::new();
+/// Deliveries of one registration still in the outbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Waiting {
+    /// Every delivery not yet acked, the parked ones included.
+    pub pending: usize,
+    /// Kept while the registration is disabled.
+    pub parked: usize,
+}
+
+/// Per-registration counts of deliveries still waiting, in the outbox or a spill queue (for
+/// `webhooks list`). A disabled registration's queue counts as kept.
+pub fn pending_counts(paths: &Paths) -> Result<HashMap<String, Waiting>> {
+    let files = WebhookFiles::new(paths);
+    let outbox = Outbox::load(&files.outbox)?;
+    let mut counts: HashMap<String, Waiting> = HashMap::new();
     for p in outbox.pending.values() {
-        *counts.entry(p.lane()).or_insert(0) += 1;
+        let w = counts.entry(p.lane()).or_default();
+        w.pending += 1;
+        w.parked += usize::from(p.parked);
+    }
+    let disabled: HashSet<String> =
+        WebhookStore::new(paths).load()?.iter().filter(|r| !r.enabled).map(Registration::key).collect();
+    for (key, queue) in spill::open_all(&files.spill_dir)? {
+        let w = counts.entry(key.clone()).or_default();
+        w.pending += queue.len();
+        if disabled.contains(&key) {
+            w.parked += queue.len();
+        }
     }
     Ok(counts)
 }
@@ -1170,6 +1482,8 @@ mod tests {
             body: r#"{"event":"on_scene_enter","ts":1.5,"data":{}}"#.into(),
             attempts: 0,
             next_at_ms: 0,
+            lane_down: false,
+            parked: false,
         }
     }
 
@@ -1179,7 +1493,7 @@ mod tests {
         let path = dir.path().join("outbox.jsonl");
         let mut ob = Outbox::load(&path).unwrap();
         assert_eq!(ob.enqueue(vec![pending("a", 1), pending("b", 2), pending("c", 3)]).unwrap().len(), 3);
-        ob.retry("b", 2, 12345).unwrap();
+        ob.retry("b", 2, 12345, true).unwrap();
         ob.ack(&["a".into()], Outcome::Delivered).unwrap();
         drop(ob);
         // A crash mid-write leaves a torn last line.
@@ -1203,7 +1517,7 @@ mod tests {
         let path = dir.path().join("outbox.jsonl");
         let mut ob = Outbox::load(&path).unwrap();
         ob.enqueue(vec![pending("a", 1), pending("b", 2)]).unwrap();
-        ob.retry("b", 1, 99).unwrap();
+        ob.retry("b", 1, 99, false).unwrap();
         ob.ack(&["a".into()], Outcome::Delivered).unwrap();
         assert!(!ob.wants_compaction());
         ob.compact().unwrap();
@@ -1216,6 +1530,30 @@ mod tests {
         assert!(ob.wants_compaction());
         ob.compact().unwrap();
         assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
+    }
+
+    #[test]
+    fn lane_holds_and_parking_survive_reload_and_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("outbox.jsonl");
+        let mut ob = Outbox::load(&path).unwrap();
+        ob.enqueue(vec![pending("a", 1), pending("b", 2), pending("c", 3)]).unwrap();
+        ob.retry("a", 3, 777, true).unwrap();
+        ob.park(&["b".into(), "c".into()], true).unwrap();
+        ob.park(&["c".into()], false).unwrap();
+        assert_eq!(ob.parked, 1);
+        let reloaded = Outbox::load(&path).unwrap();
+        let a = reloaded.get("a").unwrap();
+        assert_eq!((a.attempts, a.next_at_ms, a.lane_down, a.parked), (3, 777, true, false));
+        assert_eq!((reloaded.get("b").unwrap().parked, reloaded.get("c").unwrap().parked), (true, false));
+        assert_eq!(reloaded.parked, 1);
+        ob.ack(&["b".into()], Outcome::Delivered).unwrap();
+        assert_eq!(ob.parked, 0);
+        ob.park(&["c".into()], true).unwrap();
+        ob.compact().unwrap();
+        let compacted = Outbox::load(&path).unwrap();
+        assert_eq!((compacted.get("a").unwrap().lane_down, compacted.get("c").unwrap().parked), (true, true));
+        assert_eq!(compacted.parked, 1);
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod catalogue;
 pub mod delivery;
 pub mod history;
 pub mod plugins;
+pub mod spill;
 pub mod webhook;
 
 use anyhow::{bail, Result};

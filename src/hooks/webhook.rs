@@ -61,6 +61,10 @@ pub struct Registration {
     pub last_error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled_at: Option<String>,
+    /// Set with `disabled_at`: the last history `seq` the worker had queued for it. Events after it
+    /// were not queued while it was disabled; `webhooks replay --since` sends them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled_seq: Option<u64>,
     /// When the current run of failures began (the first failed attempt after the last 2xx).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failing_since: Option<String>,
@@ -304,6 +308,10 @@ pub fn failing_since_ms(reg: &Registration) -> Option<i64> {
 pub struct Upserted {
     pub created: bool,
     pub registration: Registration,
+    /// It was disabled and is enabled again: the worker sends the deliveries it kept waiting.
+    pub reenabled: bool,
+    /// With `reenabled`, the `disabled_seq` it had: events after it were not queued.
+    pub disabled_seq: Option<u64>,
 }
 
 /// The registrations file and its lock.
@@ -369,13 +377,15 @@ impl WebhookStore {
                     reg.since_seq = since_seq;
                 }
                 reg.secret = new.secret.clone();
-                reg.enabled = true;
                 reg.consecutive_failures = 0;
                 reg.last_error = None;
+                let reenabled = !reg.enabled;
+                let disabled_seq = reg.disabled_seq.take();
                 reg.disabled_at = None;
                 reg.failing_since = None;
+                reg.enabled = true;
                 reg.updated_at = now;
-                return Upserted { created: false, registration: reg.clone() };
+                return Upserted { created: false, registration: reg.clone(), reenabled, disabled_seq };
             }
             let reg = Registration {
                 event: new.event.clone(),
@@ -386,12 +396,13 @@ impl WebhookStore {
                 consecutive_failures: 0,
                 last_error: None,
                 disabled_at: None,
+                disabled_seq: None,
                 failing_since: None,
                 created_at: now.clone(),
                 updated_at: now,
             };
             regs.push(reg.clone());
-            Upserted { created: true, registration: reg }
+            Upserted { created: true, registration: reg, reenabled: false, disabled_seq: None }
         })
     }
 
@@ -435,6 +446,35 @@ impl WebhookStore {
                 }
             }
             disabled
+        })
+    }
+
+    /// Enable again every disabled registration `pick` selects, as re-adding it does; returns them
+    /// with the `disabled_seq` each had.
+    pub fn reenable(&self, pick: impl Fn(&Registration) -> bool) -> Result<Vec<(Registration, Option<u64>)>> {
+        let now = crate::time::iso_now();
+        self.update(|regs| {
+            let mut out = Vec::new();
+            for reg in regs.iter_mut().filter(|r| !r.enabled && pick(r)) {
+                let seq = reg.disabled_seq.take();
+                reg.enabled = true;
+                reg.consecutive_failures = 0;
+                reg.last_error = None;
+                reg.disabled_at = None;
+                reg.failing_since = None;
+                reg.updated_at = now.clone();
+                out.push((reg.clone(), seq));
+            }
+            out
+        })
+    }
+
+    /// Note, on a registration just disabled, the last `seq` queued for it.
+    pub fn set_disabled_seq(&self, key: &str, seq: u64) -> Result<()> {
+        self.update(|regs| {
+            if let Some(reg) = regs.iter_mut().find(|r| r.key() == key && !r.enabled) {
+                reg.disabled_seq = Some(seq);
+            }
         })
     }
 

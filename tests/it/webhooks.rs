@@ -367,7 +367,9 @@ fn retry_after_is_a_lower_bound_on_the_next_attempt() {
 fn repeated_failures_disable_the_registration_and_emit_obs_webhook_disabled() {
     // One request at a time per receiver, so the count of attempts before the disable is exact.
     let env = env_with_in_flight(&[20, 20, 20, 20, 20, 20], 3, 1);
-    let bad = Server::start(|_, _| Answer::status(500));
+    let up = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&up);
+    let bad = Server::start(move |_, _| Answer::status(if flag.load(Ordering::SeqCst) { 200 } else { 500 }));
     let good = Server::start(|_, _| Answer::status(200));
     add(&env, "*", &bad.url("/bad"), Some("s"));
     add(&env, "on_scene_enter", &good.url("/good"), Some("s"));
@@ -386,27 +388,73 @@ fn repeated_failures_disable_the_registration_and_emit_obs_webhook_disabled() {
     // The healthy receiver was not held up by the failing one.
     good.wait_for(2);
     std::thread::sleep(Duration::from_millis(200));
-    worker.stop();
     assert_eq!(bad.requests().len(), 3, "no attempt after the registration was disabled");
     let ev = env.run(&["hooks", "tail", "-n", "50", "--json", "--event", "obs.webhook_disabled"]).ok().json_lines();
     assert_eq!(ev.len(), 1);
     assert_eq!(ev[0]["data"]["url"], bad.url("/bad"));
     assert_eq!(ev[0]["data"]["failures"], 3);
     assert_eq!(ev[0]["data"]["last_error"], "http 500");
+    // Both messages are kept in the outbox, not dropped or failed, and the listing says so.
+    let listed = env.run(&["webhooks", "list"]).ok();
+    assert!(listed.stderr.contains("keeps 2 deliveries"), "{}", listed.stderr);
     let list = env.run(&["webhooks", "list", "--json"]).ok().json();
     let bad_reg = list.as_array().unwrap().iter().find(|w| w["url"] == bad.url("/bad")).unwrap();
-    assert_eq!((bad_reg["enabled"].as_bool(), bad_reg["pending"].as_u64()), (Some(false), Some(0)));
-    assert!(
-        deliveries(&env)
-            .iter()
-            .any(|d| d["outcome"] == "failed" && d["url"] == bad.url("/bad") && d["reason"].is_string()),
-        "the other pending delivery is kept as failed, logged: {:?}",
-        deliveries(&env)
+    assert_eq!(
+        (bad_reg["enabled"].as_bool(), bad_reg["pending"].as_u64(), bad_reg["parked"].as_u64()),
+        (Some(false), Some(2), Some(2))
     );
-    // Re-adding enables it again.
-    add(&env, "*", &bad.url("/bad"), Some("s"));
+    let log = deliveries(&env);
+    assert!(!log.iter().any(|d| d["outcome"] == "dropped" || d["outcome"] == "failed"), "{log:?}");
+    assert_eq!(log.iter().filter(|d| d["outcome"] == "parked" && d["url"] == bad.url("/bad")).count(), 2, "{log:?}");
+    // An event while disabled is not queued for it; re-adding says how to send it.
+    emit(&env, "on_scene_enter", json!({"i": 3}));
+    good.wait_for(3);
+    up.store(true, Ordering::SeqCst);
+    let readd = env.run(&["webhooks", "add", "--event", "*", "--url", &bad.url("/bad"), "--secret", "s"]).ok();
+    assert!(readd.stdout.contains("enabled again"), "{}", readd.stdout);
+    assert!(readd.stderr.contains("2 deliveries it kept"), "{}", readd.stderr);
+    assert!(readd.stderr.contains("webhooks replay --since"), "{}", readd.stderr);
+    // The kept deliveries go out, oldest first, with their original webhook-id.
+    bad.wait_for(5);
+    let sent: Vec<Value> =
+        bad.requests()[3..].iter().map(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["data"].clone()).collect();
+    assert_eq!(sent, [json!({"i": 1}), json!({"i": 2})]);
+    assert_eq!(bad.requests()[3].header("webhook-id"), bad.requests()[0].header("webhook-id"));
+    std::thread::sleep(Duration::from_millis(200));
+    worker.stop();
+    assert_eq!(bad.requests().len(), 5, "the event emitted while disabled waits for a replay");
     let list = env.run(&["webhooks", "list", "--json"]).ok().json();
-    assert!(list.as_array().unwrap().iter().all(|w| w["enabled"] == true));
+    assert!(list.as_array().unwrap().iter().all(|w| w["enabled"] == true && w["pending"] == 0), "{list}");
+}
+
+/// `webhooks replay --url U` of a disabled registration enables it again and sends what it kept.
+#[test]
+fn replay_to_a_disabled_receiver_enables_it_and_sends_the_kept_deliveries() {
+    let env = env_with_in_flight(&[20, 20], 2, 1);
+    let up = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&up);
+    let rx = Server::start(move |_, _| Answer::status(if flag.load(Ordering::SeqCst) { 204 } else { 503 }));
+    add(&env, "on_scene_*", &rx.url("/h"), Some("s"));
+    let first = emit(&env, "on_scene_enter", json!({"i": 1}));
+    let worker = Worker::start(&env);
+    wait_until("the registration to be disabled", || {
+        env.run(&["webhooks", "list", "--json"]).ok().json()[0]["enabled"] == false
+    });
+    let plain = env.run(&["webhooks", "replay", "--since", &(first - 1).to_string()]).ok();
+    assert!(plain.stderr.contains("skipped the disabled webhook"), "{}", plain.stderr);
+    let replays = env.path("data/webhooks/replay");
+    wait_until("the worker to take the request", || std::fs::read_dir(&replays).unwrap().next().is_none());
+    up.store(true, Ordering::SeqCst);
+    let out = env.run(&["webhooks", "replay", "--since", &(first - 1).to_string(), "--url", &rx.url("/h")]).ok();
+    assert!(out.stdout.contains("enabled webhook on_scene_* -> "), "{}", out.stdout);
+    // The kept delivery and the replayed one: the same message twice, same webhook-id.
+    wait_until("two deliveries", || rx.requests().iter().filter(|r| r.status == 204).count() == 2);
+    std::thread::sleep(Duration::from_millis(300));
+    worker.stop();
+    let ok: Vec<Request> = rx.requests().into_iter().filter(|r| r.status == 204).collect();
+    assert_eq!(ok.len(), 2);
+    assert_eq!(ok[0].header("webhook-id"), ok[1].header("webhook-id"));
+    assert_eq!(env.run(&["webhooks", "list", "--json"]).ok().json()[0]["pending"], 0);
 }
 
 #[test]
@@ -424,12 +472,16 @@ fn pending_deliveries_survive_kill_9_and_acked_ones_are_never_sent_again() {
     for i in 0..5 {
         emit(&env, "on_scene_enter", json!({"i": i}));
     }
-    // Phase 1: the receiver is down; every delivery fails once and waits in the outbox.
+    // Phase 1: the receiver is down; its lane is probed one message at a time and everything waits
+    // in the outbox.
     let worker = Worker::start(&env);
     wait_until("ten failed attempts", || deliveries(&env).iter().filter(|d| d["outcome"] == "retry").count() >= 10);
     worker.kill9();
     let listed = env.run(&["webhooks", "list", "--json"]).ok().json();
     assert_eq!((listed[0]["pending"].as_u64(), listed[1]["pending"].as_u64()), (Some(5), Some(5)));
+    // The stuck receiver got the first requests in flight, then its `Retry-After: 30` held its lane.
+    let stuck_sent = stuck.requests().len();
+    assert!((1..=4).contains(&stuck_sent), "{stuck_sent}");
 
     // Phase 2: the receiver is back; a new worker resumes from the outbox.
     up.store(true, Ordering::SeqCst);
@@ -466,8 +518,9 @@ fn pending_deliveries_survive_kill_9_and_acked_ones_are_never_sent_again() {
     let mut sorted = seqs.clone();
     sorted.sort();
     assert_eq!(sorted, (0..9).collect::<Vec<_>>());
-    // The stuck receiver got each event once (its retries wait 30 s) and they are all still pending.
-    assert_eq!(stuck.requests().len(), 9);
+    // The stuck receiver's lane still waits out its `Retry-After`, across both restarts, and all
+    // nine are still pending.
+    assert_eq!(stuck.requests().len(), stuck_sent);
     let listed = env.run(&["webhooks", "list", "--json"]).ok().json();
     assert_eq!((listed[0]["pending"].as_u64(), listed[1]["pending"].as_u64()), (Some(0), Some(9)));
 }
@@ -476,7 +529,7 @@ fn pending_deliveries_survive_kill_9_and_acked_ones_are_never_sent_again() {
 fn an_all_acked_outbox_is_compacted_to_its_header() {
     let env = env_with(&[50], 10);
     let rx = Server::start(|_, _| Answer::status(200));
-    add(&env, "*", &rx.url("/h"), Some("s"));
+    add(&env, "on_scene_*", &rx.url("/h"), Some("s"));
     for i in 0..3 {
         emit(&env, "on_scene_enter", json!({"i": i}));
     }
@@ -573,7 +626,7 @@ fn the_secret_can_come_from_a_file_or_stdin_instead_of_the_command_line() {
 fn a_second_worker_waits_for_the_first_and_takes_over_when_it_dies() {
     let env = env_with(&[50, 100], 10);
     let rx = Server::start(|_, _| Answer::status(200));
-    add(&env, "*", &rx.url("/h"), Some("s"));
+    add(&env, "on_scene_*", &rx.url("/h"), Some("s"));
     emit(&env, "on_scene_enter", json!({"i": 0}));
     let first = Worker::start(&env);
     rx.wait_for(1); // the first worker holds the lock
@@ -609,12 +662,10 @@ fn serve_runs_the_delivery_worker_for_events_from_any_process() {
 
 /// A receiver down during a burst (issue: 10 failed attempts across different messages disabled the
 /// registration within seconds and dropped every queued message). With the default time-based
-/// policy it stays enabled, retries go on past the schedule while it is down, and every message
-/// arrives exactly once when it is back.
+/// policy it stays enabled, the lane is probed one message at a time past the schedule while it is
+/// down, and every message arrives exactly once when it is back.
 #[test]
 fn a_receiver_down_during_a_burst_gets_every_message_exactly_once_when_it_returns() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
     let env = TestEnv::new();
     // Three retries, then the last interval again; at least 3 failed attempts *and* 5 days failing.
     let cfg = json!({"obs": {"webhooks": {
@@ -630,11 +681,13 @@ fn a_receiver_down_during_a_burst_gets_every_message_exactly_once_when_it_return
     for i in 0..N {
         emit(&env, "on_scene_enter", json!({"i": i}));
     }
-    // Down for longer than the whole retry schedule, over far more failed attempts than the minimum.
-    wait_until("many failed attempts", || rx.requests().len() >= 3 * N);
+    // Down for longer than the whole retry schedule, over more failed attempts than the minimum.
+    wait_until("probes past the schedule", || rx.requests().len() >= 8);
     std::thread::sleep(Duration::from_millis(600));
     let list = env.run(&["webhooks", "list", "--json"]).ok().json();
     assert_eq!(list[0]["enabled"], true, "disabled during a short outage: {list}");
+    let while_down = rx.requests().len();
+    assert!(while_down < 30, "{while_down} requests while down: the backlog was retried message by message");
     down.store(false, Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs(20);
     let delivered = loop {
@@ -651,4 +704,108 @@ fn a_receiver_down_during_a_burst_gets_every_message_exactly_once_when_it_return
     assert_eq!(delivered.len(), N, "delivered after the receiver returned");
     assert_eq!((ok.len(), ids.len()), (N, N), "each message exactly once after it was acknowledged");
     assert!(!deliveries(&env).iter().any(|d| d["outcome"] == "dropped" || d["outcome"] == "failed"));
+}
+
+fn seq_of(r: &Request) -> u64 {
+    r.header("webhook-id").split('_').nth(1).unwrap().parse().unwrap()
+}
+
+/// When the receiver answers again, the backlog goes at once, in `seq` order, instead of each message
+/// waiting for its own next attempt (before: up to the schedule's last interval, 10 minutes by
+/// default, spread over ±20 % jitter).
+#[test]
+fn the_backlog_drains_at_full_speed_in_seq_order_when_the_receiver_returns() {
+    // The last interval is long, so waiting per message would spread deliveries over 3.2–4.8 s.
+    let env = env_with_in_flight(&[100, 100, 4000], 0, 1);
+    let down = Arc::new(AtomicBool::new(true));
+    let flag = Arc::clone(&down);
+    let rx = Server::start(move |_, _| Answer::status(if flag.load(Ordering::SeqCst) { 503 } else { 204 }));
+    add(&env, "*", &rx.url("/h"), Some("s"));
+    const N: usize = 100;
+    for i in 0..N {
+        emit(&env, "on_scene_enter", json!({"i": i}));
+    }
+    let worker = Worker::start(&env);
+    // Three failed probes: the lane now waits the last interval.
+    wait_until("three failed attempts", || rx.requests().len() >= 3);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(rx.requests().len(), 3, "one probe at a time while the receiver is down");
+    down.store(false, Ordering::SeqCst);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while rx.requests().iter().filter(|r| r.status == 204).count() < N {
+        assert!(Instant::now() < deadline, "the backlog did not drain");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    worker.stop();
+    let ok: Vec<Request> = rx.requests().into_iter().filter(|r| r.status == 204).collect();
+    let spread = ok[N - 1].at - ok[0].at;
+    eprintln!("backlog of {N} drained in {spread:?} after the first 2xx");
+    assert!(spread < Duration::from_millis(1500), "drained over {spread:?}: messages waited for their own retry");
+    let seqs: Vec<u64> = ok.iter().map(seq_of).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "not in seq order: {seqs:?}");
+    assert_eq!(ok.len(), N);
+    // Only the probe was ever retried; the others went once, when the receiver was back.
+    let retried: std::collections::HashSet<u64> =
+        deliveries(&env).iter().filter(|d| d["outcome"] == "retry").map(|d| d["seq"].as_u64().unwrap()).collect();
+    assert_eq!(retried.len(), 1, "{retried:?}");
+}
+
+/// A backlog beyond `obs.webhooks.max_in_memory` waits on disk (so memory stays bounded however long
+/// the receiver is down), survives `kill -9`, and drains in order, each message exactly once.
+#[test]
+fn a_backlog_beyond_the_memory_cap_waits_on_disk_and_drains_in_order() {
+    let env = TestEnv::new();
+    let cfg = json!({"obs": {"webhooks": {
+        "timeout_ms": 2000, "retry_schedule_ms": [50, 100], "disable_after_failures": 0, "poll_ms": 10,
+        "in_flight_per_receiver": 1, "max_in_memory": 10,
+    }}});
+    env.write("config/comfyvn.json", cfg.to_string());
+    let down = Arc::new(AtomicBool::new(true));
+    let flag = Arc::clone(&down);
+    let rx = Server::start(move |_, _| Answer::status(if flag.load(Ordering::SeqCst) { 503 } else { 204 }));
+    add(&env, "*", &rx.url("/h"), Some("s"));
+    const N: usize = 150;
+    for i in 0..N {
+        emit(&env, "on_scene_enter", json!({"i": i}));
+    }
+    let worker = Worker::start(&env);
+    wait_until("the backlog queued", || {
+        env.run(&["webhooks", "list", "--json"]).ok().json()[0]["pending"].as_u64() == Some(N as u64)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    worker.kill9();
+    let outbox = std::fs::read_to_string(env.path("data/webhooks/outbox.jsonl")).unwrap();
+    let in_outbox = outbox.lines().filter(|l| l.contains("\"op\":\"enqueue\"")).count();
+    assert_eq!(in_outbox, 10, "the outbox (held in memory) stops at the cap");
+    let spill_lines: usize = std::fs::read_dir(env.path("data/webhooks/spill"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .map(|p| std::fs::read_to_string(p).unwrap().lines().count())
+        .sum();
+    assert_eq!(spill_lines, N - 10, "the rest waits on disk");
+    // Back up, with a restart in the middle of the drain.
+    down.store(false, Ordering::SeqCst);
+    let worker = Worker::start(&env);
+    wait_until("some deliveries", || rx.requests().iter().filter(|r| r.status == 204).count() >= 40);
+    worker.kill9();
+    let worker = Worker::start(&env);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rx.requests().iter().filter(|r| r.status == 204).count() < N {
+        assert!(Instant::now() < deadline, "the backlog did not drain");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    worker.stop();
+    let ok: Vec<Request> = rx.requests().into_iter().filter(|r| r.status == 204).collect();
+    let mut ids: Vec<u64> = ok.iter().map(seq_of).collect();
+    let in_order = ids.windows(2).filter(|w| w[0] < w[1]).count();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), N, "every message delivered");
+    // A kill -9 between a 2xx and its ack may resend that one message; nothing else repeats.
+    assert!(ok.len() <= N + 1, "{} deliveries for {N} messages", ok.len());
+    assert!(in_order >= ok.len() - 2, "delivered out of seq order");
+    assert_eq!(env.run(&["webhooks", "list", "--json"]).ok().json()[0]["pending"], 0);
+    assert_eq!(std::fs::read_dir(env.path("data/webhooks/spill")).unwrap().count(), 0, "the queue is removed");
 }
