@@ -139,6 +139,10 @@ pub struct ServerSettings {
     pub sse_keepalive_secs: u64,
     /// WebSocket `{"ping": true}` after this many idle seconds.
     pub ws_ping_secs: u64,
+    /// A background service of `serve` (watcher, webhook worker, plugin host) that stops on its own
+    /// is started again after each of these delays in turn; stopping once more after the last one
+    /// (without a minute of running in between) ends `serve` with exit code 2.
+    pub restart_backoff_ms: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

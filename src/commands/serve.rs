@@ -6,7 +6,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
@@ -32,15 +32,23 @@ pub fn run(ctx: &Ctx, args: ServeArgs) -> Result<ExitCode> {
     let state = AppState::new(ctx.paths.clone(), ctx.config.clone())?;
     let server = Server::start(state, settings)?;
     eprintln!("listening on http://{}", server.local_addr());
-    let services = Services::start(ctx, !args.no_watch)?;
+    let mut services = Services::start(ctx, !args.no_watch)?;
 
+    let mut failed = None;
     while !stop.load(Ordering::Relaxed) && server.failure().is_none() {
+        if let Err(e) = services.check() {
+            failed = Some(e);
+            break;
+        }
         std::thread::sleep(Duration::from_millis(100));
     }
     eprintln!("shutting down");
     services.stop();
     server.shutdown()?;
-    Ok(ExitCode::Success)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(ExitCode::Success),
+    }
 }
 
 fn env_var(name: &str) -> Option<String> {
@@ -64,55 +72,213 @@ fn parse_bind(s: &str) -> Result<SocketAddr> {
 /// (unless `--no-watch`): each runs on its own thread, polls `stop`, and is joined by
 /// [`Services::stop`] before the server shuts down. All of them follow the hook history file, so they
 /// see events from every process, not only this one.
+///
+/// They are supervised: one that stops on its own (an error it cannot retry, a panic) is logged and
+/// started again after each delay of `obs.server.restart_backoff_ms`; a run of a minute resets the
+/// count. One that keeps stopping ends `serve` ([`Services::check`]) rather than leaving it half alive.
 struct Services {
     stop: Arc<AtomicBool>,
-    threads: Vec<(&'static str, JoinHandle<()>)>,
-    watcher: Option<crate::watch::Watcher>,
+    backoff: Vec<Duration>,
+    running: Vec<Supervised>,
+}
+
+/// A service has to be running for this long before its restart count starts again.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+
+/// What a service runs as.
+enum Running {
+    Watcher(crate::watch::Watcher),
+    Thread(JoinHandle<()>),
+}
+
+impl Running {
+    fn is_finished(&self) -> bool {
+        match self {
+            Running::Watcher(w) => w.is_finished(),
+            Running::Thread(t) => t.is_finished(),
+        }
+    }
+
+    /// Wait for it; why it stopped, if it was not asked to.
+    fn join(self) -> Option<String> {
+        match self {
+            Running::Watcher(w) => match w.join() {
+                Ok(summary) => {
+                    tracing::info!(actions = summary.actions, events = summary.events, "watcher stopped");
+                    None
+                }
+                Err(e) => Some(format!("{e:#}")),
+            },
+            Running::Thread(t) => t.join().err().map(|_| "it panicked".to_string()),
+        }
+    }
+}
+
+type Starter = Box<dyn FnMut(Arc<AtomicBool>) -> Result<Option<Running>>>;
+
+struct Supervised {
+    name: &'static str,
+    start: Starter,
+    running: Option<Running>,
+    started_at: Instant,
+    /// Restarts since the last healthy run.
+    restarts: usize,
+    /// When to start it again, after it stopped.
+    retry_at: Option<Instant>,
 }
 
 impl Services {
     fn start(ctx: &Ctx, watch: bool) -> Result<Services> {
-        let mut services = Services { stop: Arc::new(AtomicBool::new(false)), threads: Vec::new(), watcher: None };
+        let backoff = ctx.config.obs.server.restart_backoff_ms.iter().map(|&ms| Duration::from_millis(ms)).collect();
+        let mut services = Services { stop: Arc::new(AtomicBool::new(false)), backoff, running: Vec::new() };
         if watch {
-            services.watcher = Some(start_watcher(ctx, Arc::clone(&services.stop))?);
+            let (paths, config) = (ctx.paths.clone(), ctx.config.clone());
+            let mut first = true;
+            services.add("watcher", move |stop| {
+                let w = start_watcher(&paths, &config, stop, first)?;
+                first = false;
+                Ok(Some(Running::Watcher(w)))
+            })?;
         }
-        let worker =
-            crate::hooks::delivery::spawn_worker(ctx.paths.clone(), ctx.config.clone(), Arc::clone(&services.stop))?;
-        services.threads.push(("webhooks", worker));
+        let (paths, config) = (ctx.paths.clone(), ctx.config.clone());
+        services.add("webhook worker", move |stop| {
+            crate::hooks::delivery::spawn_worker(paths.clone(), config.clone(), stop).map(|t| Some(Running::Thread(t)))
+        })?;
         // A plugin host already running for this root (e.g. `hooks plugins --run`) is not a reason to
         // refuse to serve: say so and go on without a second one.
-        match crate::hooks::plugins::PluginHost::new(&ctx.paths, &ctx.config).start(Arc::clone(&services.stop)) {
-            Ok(Some(handle)) => services.threads.push(("plugins", handle)),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "plugin host not started"),
-        }
-        tracing::debug!(watch, count = services.threads.len(), "background services started");
+        let (paths, config) = (ctx.paths.clone(), ctx.config.clone());
+        services.add("plugin host", move |stop| {
+            match crate::hooks::plugins::PluginHost::new(&paths, &config).start(stop) {
+                Ok(handle) => Ok(handle.map(Running::Thread)),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "plugin host not started");
+                    Ok(None)
+                }
+            }
+        })?;
+        tracing::debug!(watch, count = services.running.len(), "background services started");
         Ok(services)
+    }
+
+    /// Start a service now; an error here (bad folders, another watcher) fails `serve` at once.
+    fn add(
+        &mut self,
+        name: &'static str,
+        start: impl FnMut(Arc<AtomicBool>) -> Result<Option<Running>> + 'static,
+    ) -> Result<()> {
+        let mut start: Starter = Box::new(start);
+        if let Some(n) = injected_failures(name) {
+            // Tests: the first `n` runs of this service die at once, as a panic would end them.
+            let mut left = n;
+            let mut real = start;
+            start = Box::new(move |stop| {
+                if left == 0 {
+                    return real(stop);
+                }
+                left -= 1;
+                // `resume_unwind` ends the thread as a panic does, without the crash-dump hook.
+                let t = std::thread::Builder::new()
+                    .name("injected-failure".into())
+                    .spawn(|| std::panic::resume_unwind(Box::new("injected failure")))?;
+                Ok(Some(Running::Thread(t)))
+            });
+        }
+        let running = start(Arc::clone(&self.stop))?;
+        if running.is_some() {
+            self.running.push(Supervised {
+                name,
+                start,
+                running,
+                started_at: Instant::now(),
+                restarts: 0,
+                retry_at: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Restart services that stopped on their own; an error when one keeps stopping.
+    fn check(&mut self) -> Result<()> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        for s in &mut self.running {
+            if s.running.as_ref().is_some_and(Running::is_finished) {
+                let why = s.running.take().and_then(Running::join).unwrap_or_else(|| "it stopped".into());
+                if s.started_at.elapsed() >= HEALTHY_RUN {
+                    s.restarts = 0;
+                }
+                let Some(&delay) = self.backoff.get(s.restarts) else {
+                    anyhow::bail!(hinted(
+                        format!("the {} stopped and could not be kept running: {why}", s.name),
+                        "fix the cause above and start `serve` again",
+                    ));
+                };
+                tracing::error!(service = s.name, error = %why, "background service stopped; restarting in {delay:?}");
+                s.restarts += 1;
+                s.retry_at = Some(Instant::now() + delay);
+            }
+            if s.retry_at.is_some_and(|t| Instant::now() >= t) {
+                s.retry_at = None;
+                s.started_at = Instant::now();
+                match (s.start)(Arc::clone(&self.stop)) {
+                    Ok(Some(r)) => {
+                        tracing::info!(service = s.name, "background service started again");
+                        s.running = Some(r);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        // Counts as stopping at once: the next delay, or the end.
+                        let Some(&delay) = self.backoff.get(s.restarts) else {
+                            anyhow::bail!(hinted(
+                                format!("the {} could not be started again: {e:#}", s.name),
+                                "fix the cause above and start `serve` again",
+                            ));
+                        };
+                        tracing::error!(service = s.name, error = %format!("{e:#}"), "cannot start the background service; retrying in {delay:?}");
+                        s.restarts += 1;
+                        s.retry_at = Some(Instant::now() + delay);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn stop(self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(w) = self.watcher {
-            match w.join() {
-                Ok(summary) => tracing::info!(actions = summary.actions, events = summary.events, "watcher stopped"),
-                Err(e) => tracing::error!(error = %format!("{e:#}"), "watcher failed"),
-            }
-        }
-        for (name, handle) in self.threads {
-            if handle.join().is_err() {
-                tracing::error!(service = name, "background service panicked");
+        for s in self.running {
+            if let Some(why) = s.running.and_then(Running::join) {
+                tracing::error!(service = s.name, error = %why, "background service failed");
             }
         }
     }
 }
 
-/// The same watcher engine as `comfyvn-obs watch`, on the configured roots.
-fn start_watcher(ctx: &Ctx, stop: Arc<AtomicBool>) -> Result<crate::watch::Watcher> {
-    crate::fs::ensure_dir(&ctx.paths.assets_root)?;
-    let options = crate::watch::Options::resolve(&ctx.paths, &ctx.config, &[], None, false)?;
-    let sink = crate::watch::RegistrySink::open(&ctx.paths, &ctx.config)?;
-    let bus = crate::hooks::Bus::open(&ctx.paths, &ctx.config)?;
+/// `COMFYVN_TEST_FAIL_SERVICE=<name>:<n>` (tests only): the first `n` runs of service `name` (`watcher`,
+/// `webhook worker`, `plugin host`) fail.
+fn injected_failures(name: &str) -> Option<usize> {
+    let v = env_var("COMFYVN_TEST_FAIL_SERVICE")?;
+    let (which, n) = v.rsplit_once(':')?;
+    (which == name).then(|| n.parse().ok()).flatten()
+}
+
+/// The same watcher engine as `comfyvn-obs watch`, on the configured roots (`announce`: say so on
+/// standard error, at the first start).
+fn start_watcher(
+    paths: &crate::paths::Paths,
+    config: &crate::config::Config,
+    stop: Arc<AtomicBool>,
+    announce: bool,
+) -> Result<crate::watch::Watcher> {
+    crate::fs::ensure_dir(&paths.assets_root)?;
+    let options = crate::watch::Options::resolve(paths, config, &[], None, false)?;
+    let sink = crate::watch::RegistrySink::open(paths, config)?;
+    let bus = crate::hooks::Bus::open(paths, config)?;
     let watcher = crate::watch::spawn(options, sink, bus, stop)?;
+    if !announce {
+        return Ok(watcher);
+    }
     if let Some(fb) = watcher.fallback() {
         eprintln!("error: {}", fb.message);
         eprintln!("hint: {}", fb.hint);

@@ -19,6 +19,7 @@ mod http_stream;
 mod logging;
 mod plugins;
 mod providers;
+mod serve_services;
 mod telemetry;
 mod tidy;
 mod watch;
