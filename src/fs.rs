@@ -204,6 +204,20 @@ pub fn append_line(path: &Path, line: &str) -> Result<()> {
     write_line(&mut f, path, line)
 }
 
+/// [`write_line`] for a file with one writer (or written under a lock): when the write fails part
+/// way (a full disk), the file is cut back to its length before, so a line is either all there or
+/// not at all, and the next append does not glue a record onto a torn one.
+pub fn write_line_whole(f: &mut File, path: &Path, line: &str) -> Result<()> {
+    let before = f.metadata().map(|m| m.len()).ok();
+    let result = write_line(f, path, line);
+    if result.is_err() {
+        if let Some(len) = before {
+            let _ = f.set_len(len);
+        }
+    }
+    result
+}
+
 /// Write one line to an already open append handle with a single `write` call.
 pub fn write_line(f: &mut File, path: &Path, line: &str) -> Result<()> {
     let mut buf = Vec::with_capacity(line.len() + 1);

@@ -280,7 +280,7 @@ impl Outbox {
             .join("\n");
         self.bytes += lines.len() as u64 + 1;
         let f = self.file.as_mut().expect("opened above");
-        crate::fs::write_line(f, &self.path, &lines)
+        crate::fs::write_line_whole(f, &self.path, &lines)
     }
 
     /// Add deliveries; those whose id is already known are skipped. Returns the ones added.
@@ -431,7 +431,7 @@ impl DeliveryLog {
         }
         let line = serde_json::to_string(entry)?;
         self.size += line.len() as u64 + 1;
-        crate::fs::write_line(self.file.as_mut().expect("opened above"), &self.path, &line)
+        crate::fs::write_line_whole(self.file.as_mut().expect("opened above"), &self.path, &line)
     }
 }
 
@@ -698,6 +698,7 @@ impl Lane {
 
 /// Start the delivery worker on its own thread (for `serve`). It runs until `stop` is set; an error
 /// (a full disk, a corrupt checkpoint) is logged and the worker starts again after a pause.
+/// [`run_worker`] itself restarts after errors once it has started; this loop covers the first start.
 pub fn spawn_worker(paths: Paths, config: Config, stop: Arc<AtomicBool>) -> Result<JoinHandle<()>> {
     std::thread::Builder::new()
         .name("webhook-worker".into())
@@ -707,7 +708,7 @@ pub fn spawn_worker(paths: Paths, config: Config, stop: Arc<AtomicBool>) -> Resu
                     Ok(()) => break,
                     Err(e) => {
                         tracing::error!("webhook delivery worker stopped: {e:#}; restarting in 5 s");
-                        sleep_unless(&stop, Duration::from_secs(5));
+                        sleep_unless(&stop, RESTART_AFTER);
                     }
                 }
             }
@@ -760,17 +761,49 @@ pub fn run_worker(paths: &Paths, config: &Config, stop: &AtomicBool) -> Result<(
             }
         }
     }
-    let mut worker = Worker::open(paths, config, files)?;
-    tracing::info!(
-        pending = worker.outbox.pending.len(),
-        from_seq = worker.checkpoint,
-        "webhook delivery worker started"
-    );
-    let result = worker.run(stop);
-    let finish = worker.shutdown();
-    drop(lock);
-    result.and(finish)
+    // An error at the first start (a corrupt checkpoint, unreadable registrations) is the caller's to
+    // report. After that, an error (a full disk) is logged and the worker starts again from what is on
+    // disk after a pause, keeping the lock: nothing acked is lost, and it catches up by itself.
+    let mut first = true;
+    loop {
+        let mut worker = match Worker::open(paths, config, files.clone()) {
+            Ok(w) => w,
+            Err(e) if first => return Err(e),
+            Err(e) => {
+                tracing::error!("cannot restart the webhook delivery worker: {e:#}; retrying in 5 s");
+                sleep_unless(stop, RESTART_AFTER);
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                continue;
+            }
+        };
+        if first {
+            tracing::info!(
+                pending = worker.outbox.pending.len(),
+                from_seq = worker.checkpoint,
+                "webhook delivery worker started"
+            );
+        }
+        first = false;
+        let result = worker.run(stop);
+        let finish = worker.shutdown();
+        match result.and(finish) {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::error!("webhook delivery worker stopped: {e:#}; restarting in 5 s");
+                sleep_unless(stop, RESTART_AFTER);
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
+                tracing::info!("webhook delivery worker started again");
+            }
+        }
+    }
 }
+
+/// Pause before the worker starts again after an error.
+const RESTART_AFTER: Duration = Duration::from_secs(5);
 
 struct Worker {
     files: WebhookFiles,

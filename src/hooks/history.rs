@@ -124,7 +124,7 @@ impl History {
         for (seq, (event, data)) in (last + 1..).zip(items) {
             let env = Envelope { seq, event, ts: crate::time::epoch_secs(), data };
             let line = serde_json::to_string(&env).context("cannot serialize hook envelope")?;
-            crate::fs::write_line(&mut file, &self.path, &line)?;
+            crate::fs::write_line_whole(&mut file, &self.path, &line)?;
             out.push(env);
         }
         Ok(out)

@@ -140,7 +140,7 @@ impl Spill {
             self.file = Some(crate::fs::open_append(&self.path)?);
         }
         let lines = lines.strip_suffix('\n').unwrap_or(&lines);
-        crate::fs::write_line(self.file.as_mut().expect("opened above"), &self.path, lines)?;
+        crate::fs::write_line_whole(self.file.as_mut().expect("opened above"), &self.path, lines)?;
         self.len += lines.len() as u64 + 1;
         self.count += added;
         self.dirty = true;

@@ -38,6 +38,10 @@ const STOP_CHECK: Duration = Duration::from_millis(200);
 const CHUNK: usize = 512;
 /// Reconciles asked for by repeated watcher errors are at least this far apart.
 const MIN_RESCAN_GAP: Duration = Duration::from_secs(2);
+/// After actions fail (a full disk, a read-only folder), a reconcile retries them this much later;
+/// the wait doubles while they keep failing, up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(2);
+const RETRY_MAX: Duration = Duration::from_secs(60);
 
 /// Everything the engine needs, resolved (no clap types, no config lookups later).
 #[derive(Debug, Clone)]
@@ -243,6 +247,9 @@ pub fn spawn_with_clock<S: Sink + Send + 'static>(
                 summary: Summary::default(),
                 rescan: None,
                 last_rescan: None,
+                failed: 0,
+                retry_at: None,
+                retry_wait: RETRY_FIRST,
                 _lock: lock,
             };
             let result = engine.run(reason);
@@ -274,6 +281,10 @@ struct Engine<S: Sink> {
     /// A reconcile asked for and not yet run (rate-limited).
     rescan: Option<String>,
     last_rescan: Option<Instant>,
+    /// Actions that failed since the last retry was scheduled, and when (clock time) it runs.
+    failed: u64,
+    retry_at: Option<Duration>,
+    retry_wait: Duration,
     _lock: WatchLock,
 }
 
@@ -320,6 +331,7 @@ impl<S: Sink> Engine<S> {
             }
             let actions = self.planner.tick(self.clock.now(), &self.disk, &self.sink);
             self.execute(actions, &mut RescanCounts::default());
+            self.schedule_retry();
             for problem in self.planner.take_errors() {
                 self.summary.errors += 1;
                 tracing::warn!(problem = %problem, "watch: skipped a file");
@@ -436,6 +448,25 @@ impl<S: Sink> Engine<S> {
         }
     }
 
+    /// Failed actions are retried by a reconcile (which plans them again from what is on disk), after
+    /// a wait that doubles while they keep failing; a clean reconcile resets it.
+    fn schedule_retry(&mut self) {
+        let now = self.clock.now();
+        match self.retry_at {
+            None if self.failed > 0 => {
+                self.retry_at = Some(now + self.retry_wait);
+                tracing::warn!(failed = self.failed, "watch: retrying the failed actions in {:?}", self.retry_wait);
+            }
+            Some(at) if now >= at => {
+                self.retry_at = None;
+                let n = std::mem::take(&mut self.failed);
+                self.retry_wait = (self.retry_wait * 2).min(RETRY_MAX);
+                self.rescan.get_or_insert(format!("retrying {n} failed actions"));
+            }
+            _ => {}
+        }
+    }
+
     /// Bring sidecars in line with the disk and publish `obs.watch_rescanned`.
     fn reconcile(&mut self, reason: &str) {
         self.last_rescan = Some(Instant::now());
@@ -457,7 +488,12 @@ impl<S: Sink> Engine<S> {
             self.planner.settle_file(path, *stat, now);
         }
         self.planner.set_index(plan.known);
+        let failed_before = self.failed;
         self.execute(plan.actions, &mut counts);
+        if self.failed == failed_before && self.retry_at.is_none() {
+            self.retry_wait = RETRY_FIRST;
+        }
+        self.schedule_retry();
         let data = json!({
             "reason": reason,
             "registered": counts.registered,
@@ -511,6 +547,7 @@ impl<S: Sink> Engine<S> {
                     }
                     Err(e) => {
                         self.summary.errors += 1;
+                        self.failed += 1;
                         self.planner.failed(action);
                         tracing::error!(path = %action.path().display(), error = %format!("{e:#}"), "watch action failed");
                         count(counts, action, Outcome::Failed);

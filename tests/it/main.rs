@@ -7,6 +7,7 @@ mod audit;
 mod config;
 mod crash;
 mod doctor;
+mod full_disk;
 mod hooks;
 mod http;
 mod http_assets;
