@@ -5,7 +5,7 @@
 #   DURATION=1800 bash benches/soak.sh    # long form: 30 minutes
 #
 # Phase 1 (faults, the first 40 %): files dropped, edited, renamed and deleted under assets/; events
-# emitted by other processes; SSE clients that connect and vanish; the webhook receiver killed and
+# emitted by other processes; SSE and WebSocket clients that connect and vanish; the webhook receiver killed and
 # restarted; `kill -9` of the server and a restart; one restart under `ulimit -n 96` with 150 idle
 # clients exhausting the descriptors. Phase 2 (steady): the same churn without kills, idle gaps longer
 # than the I/O timeout, RSS and descriptors sampled each round. Then benches/soak_check.py checks the
@@ -71,13 +71,13 @@ recv_up() {
 }
 recv_down() { [ -n "$RECV" ] && kill "$RECV" 2>/dev/null; wait "$RECV" 2>/dev/null || true; RECV=; }
 
-touch "$work/ids.txt" "$work/samples.txt"
+touch "$work/ids.txt" "$work/samples.txt" "$work/ws.err"
 start_serve
 recv_up
 since=$(obs webhooks add --event '*' --url "http://127.0.0.1:$RPORT/h" --secret soak-secret --json |
   python3 -c 'import json,sys; print(json.load(sys.stdin)["webhook"]["since_seq"])')
 
-kills=0 restarts=0 health_failures=0 rounds=0 emitted=0 sse=0
+kills=0 restarts=0 health_failures=0 rounds=0 emitted=0 sse=0 ws=0
 started=$(date +%s)
 fault_until=$((started + DURATION * 2 / 5))
 end=$((started + DURATION))
@@ -97,6 +97,8 @@ while [ "$(date +%s)" -lt "$end" ]; do
   # Stream clients that connect and vanish.
   curl -sN --max-time 1.5 "http://127.0.0.1:$PORT/api/modder/hooks/stream" >/dev/null 2>&1 &
   sse=$((sse + 1))
+  python3 benches/soak_ws.py "$PORT" 1.5 2>>"$work/ws.err" &
+  ws=$((ws + 1))
   # The receiver goes down for two rounds in five.
   case $((i % 5)) in 2) recv_down ;; 4) recv_up ;; esac
   if [ "$now" -lt "$fault_until" ]; then
@@ -165,11 +167,15 @@ kill -TERM "$SERVE"; wait "$SERVE" 2>/dev/null || true
 SERVE=
 recv_down
 
-echo "soak: ${DURATION}s, $rounds rounds, $emitted events emitted by other processes, $sse stream clients," \
+echo "soak: ${DURATION}s, $rounds rounds, $emitted events emitted by other processes, $sse SSE and $ws WebSocket clients," \
   "$kills kill -9, $restarts restarts, 1 descriptor-exhaustion run"
 ok=0
 check() { echo "[$([ "$1" = 0 ] && echo 'ok  ' || echo 'FAIL')] $2"; [ "$1" = 0 ] || ok=1; }
 check "$health_failures" "the server answered every health check ($health_failures failures)"
+ws_refused=$(grep -c "upgrade refused" "$work/ws.err" || true)
+# A client started while the server was being killed and restarted may find nobody listening; a refused
+# upgrade (an answer other than 101) is a failure.
+check "$ws_refused" "every WebSocket upgrade was accepted ($ws_refused refused)"
 set +e
 audit_out=$(obs audit --fail-on error 2>&1); audit_rc=$?
 set -e

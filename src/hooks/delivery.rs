@@ -530,7 +530,7 @@ pub fn request_replay(paths: &Paths, config: &Config, since: u64, url: Option<&s
     let store = WebhookStore::new(paths);
     let reenabled: Vec<Value> = match url {
         Some(u) => store
-            .reenable(|r| r.url == u)?
+            .reenable(|r| r.url == u, until)?
             .into_iter()
             .map(|(r, seq)| json!({"event": r.event, "url": r.url, "disabled_seq": seq}))
             .collect(),
@@ -976,13 +976,46 @@ impl Worker {
         match self.store.load() {
             Ok(list) => {
                 self.regs_stamp = stamp;
+                let before = std::mem::take(&mut self.regs);
                 self.regs = compile(list).into_iter().map(|c| (c.reg.key(), c)).collect();
+                let fresh: Vec<String> = self
+                    .regs
+                    .iter()
+                    .filter(|(k, c)| {
+                        c.reg.enabled
+                            && c.reg.since_seq < self.checkpoint
+                            && !before.get(*k).is_some_and(|b| b.reg.enabled)
+                    })
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for key in fresh {
+                    if let Err(e) = self.catch_up(&key) {
+                        tracing::warn!("cannot queue the first events of a new webhook: {e:#}");
+                    }
+                }
             }
             Err(e) => tracing::warn!("keeping the previous webhook registrations: {e:#}"),
         }
         if let Err(e) = self.sync_parked() {
             tracing::warn!("cannot release the deliveries kept for a disabled webhook: {e:#}");
         }
+    }
+
+    /// A registration that appeared (or was enabled again) after the worker had already read past its
+    /// `since_seq`: events emitted while `webhooks add` ran. Queue those the worker skipped for it.
+    fn catch_up(&mut self, key: &str) -> Result<()> {
+        let Some(c) = self.regs.get(key) else { return Ok(()) };
+        let mut follower = self.bus.history.follow(c.reg.since_seq)?;
+        let items: Vec<Pending> = follower
+            .poll()?
+            .iter()
+            .filter(|env| env.seq <= self.checkpoint && c.matches(env))
+            .map(|env| c.pending(env, &body_of(env), ""))
+            .collect();
+        if !items.is_empty() {
+            tracing::debug!(deliveries = items.len(), "queued events a new webhook registration missed");
+        }
+        self.add(items)
     }
 
     /// Deliveries kept for a disabled registration go back to their lane once it is enabled again

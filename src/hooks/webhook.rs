@@ -449,14 +449,19 @@ impl WebhookStore {
         })
     }
 
-    /// Enable again every disabled registration `pick` selects, as re-adding it does; returns them
-    /// with the `disabled_seq` each had.
-    pub fn reenable(&self, pick: impl Fn(&Registration) -> bool) -> Result<Vec<(Registration, Option<u64>)>> {
+    /// Enable again every disabled registration `pick` selects, as re-adding it does (`since_seq`: the
+    /// history's end now); returns them with the `disabled_seq` each had.
+    pub fn reenable(
+        &self,
+        pick: impl Fn(&Registration) -> bool,
+        since_seq: u64,
+    ) -> Result<Vec<(Registration, Option<u64>)>> {
         let now = crate::time::iso_now();
         self.update(|regs| {
             let mut out = Vec::new();
             for reg in regs.iter_mut().filter(|r| !r.enabled && pick(r)) {
                 let seq = reg.disabled_seq.take();
+                reg.since_seq = since_seq;
                 reg.enabled = true;
                 reg.consecutive_failures = 0;
                 reg.last_error = None;

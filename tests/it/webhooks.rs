@@ -809,3 +809,29 @@ fn a_backlog_beyond_the_memory_cap_waits_on_disk_and_drains_in_order() {
     assert_eq!(env.run(&["webhooks", "list", "--json"]).ok().json()[0]["pending"], 0);
     assert_eq!(std::fs::read_dir(env.path("data/webhooks/spill")).unwrap().count(), 0, "the queue is removed");
 }
+
+/// `webhooks add` reads the history's end, then writes the registration: events emitted in between
+/// may already be behind a running worker. It queues them when it sees the new registration (before,
+/// they were skipped: the soak harness found the watcher's first event missing).
+#[test]
+fn events_emitted_while_a_registration_is_being_written_are_delivered() {
+    let env = env_with(&[50], 0);
+    let rx = Server::start(|_, _| Answer::status(204));
+    let worker = Worker::start(&env);
+    let first = emit(&env, "on_scene_enter", json!({"i": 1}));
+    emit(&env, "on_scene_enter", json!({"i": 2}));
+    wait_until("the worker's checkpoint past both", || {
+        std::fs::read_to_string(env.path("data/webhooks/checkpoint.json"))
+            .is_ok_and(|t| t.contains(&format!("\"seq\": {}", first + 1)))
+    });
+    // A registration written as `webhooks add` does, with the history's end read before the two.
+    let reg = json!({"schema": 1, "webhooks": [{"event": "*", "url": rx.url("/h"), "secret": "s",
+        "enabled": true, "since_seq": first - 1, "consecutive_failures": 0, "created_at": "x", "updated_at": "x"}]});
+    env.write("data/webhooks.json", reg.to_string());
+    rx.wait_for(2);
+    std::thread::sleep(Duration::from_millis(300));
+    worker.stop();
+    let got: Vec<Value> =
+        rx.requests().iter().map(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["data"].clone()).collect();
+    assert_eq!(got, [json!({"i": 1}), json!({"i": 2})]);
+}
