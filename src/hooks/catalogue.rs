@@ -32,6 +32,16 @@ const OWN_EVENTS: &[(&str, &str, &[&str])] = &[
         &["reason", "registered", "updated", "removed", "unchanged", "errors"],
     ),
     (
+        "obs.watch_root_lost",
+        "a watched folder was deleted, moved away or replaced; nothing in it is watched until it is back",
+        &["root", "reason"],
+    ),
+    (
+        "obs.watch_root_restored",
+        "a watched folder is at its path again and is watched again (a reconcile follows)",
+        &["root", "mode"],
+    ),
+    (
         "obs.sidecar_invalid",
         "a sidecar edited by hand failed validation; names the file and field",
         &["path", "sidecar", "field", "error"],

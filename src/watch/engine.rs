@@ -42,6 +42,15 @@ const MIN_RESCAN_GAP: Duration = Duration::from_secs(2);
 /// the wait doubles while they keep failing, up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_secs(2);
 const RETRY_MAX: Duration = Duration::from_secs(60);
+/// How often the watched folders themselves are looked at: deleted, created again, replaced or moved
+/// away, which no event on the files inside them says.
+const ROOT_CHECK: Duration = Duration::from_secs(1);
+
+/// A folder's identity (device, inode); `None` when it is missing or not a folder.
+fn folder_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().filter(|m| m.is_dir()).map(|m| (m.dev(), m.ino()))
+}
 
 /// Everything the engine needs, resolved (no clap types, no config lookups later).
 #[derive(Debug, Clone)]
@@ -226,6 +235,7 @@ pub fn spawn_with_clock<S: Sink + Send + 'static>(
     let mut planner = Planner::new(rules, options.settle, options.grace(mode));
     planner.set_remember_writes(mode == Mode::Polling);
     let roots = options.roots.clone();
+    let root_ids = roots.iter().map(|r| folder_id(r)).collect();
     let stop2 = Arc::clone(&stop);
     let reason =
         fallback.as_ref().map(|f| f.message.clone()).or(options.force_poll.then(|| "polling was asked for".into()));
@@ -250,6 +260,8 @@ pub fn spawn_with_clock<S: Sink + Send + 'static>(
                 failed: 0,
                 retry_at: None,
                 retry_wait: RETRY_FIRST,
+                root_ids,
+                roots_checked: Duration::ZERO,
                 _lock: lock,
             };
             let result = engine.run(reason);
@@ -285,6 +297,9 @@ struct Engine<S: Sink> {
     failed: u64,
     retry_at: Option<Duration>,
     retry_wait: Duration,
+    /// Each watched folder's identity when last looked at (`None`: missing), and when that was.
+    root_ids: Vec<Option<(u64, u64)>>,
+    roots_checked: Duration,
     _lock: WatchLock,
 }
 
@@ -332,6 +347,7 @@ impl<S: Sink> Engine<S> {
             let actions = self.planner.tick(self.clock.now(), &self.disk, &self.sink);
             self.execute(actions, &mut RescanCounts::default());
             self.schedule_retry();
+            self.check_roots();
             for problem in self.planner.take_errors() {
                 self.summary.errors += 1;
                 tracing::warn!(problem = %problem, "watch: skipped a file");
@@ -446,6 +462,72 @@ impl<S: Sink> Engine<S> {
             }
             Err(e) => tracing::error!(error = %format!("{e:#}"), "cannot append replayed events; journal kept"),
         }
+    }
+
+    /// A watched folder that was deleted, moved away or replaced takes its watch with it (inotify
+    /// watches inodes, not paths): say so (`obs.watch_root_lost`), and when a folder is at that path
+    /// again, watch it again and reconcile (`obs.watch_root_restored`).
+    fn check_roots(&mut self) {
+        let now = self.clock.now();
+        if now < self.roots_checked + ROOT_CHECK {
+            return;
+        }
+        self.roots_checked = now;
+        let mut events = Vec::new();
+        let mut restored = Vec::new();
+        for (i, root) in self.options.roots.iter().enumerate() {
+            let id = folder_id(root);
+            if id == self.root_ids[i] {
+                continue;
+            }
+            let shown = root.display().to_string();
+            if self.root_ids[i].is_some() {
+                let reason = if id.is_some() { "replaced" } else { "missing" };
+                tracing::warn!(root = %shown, reason, "a watched folder is gone; watching for it to come back");
+                events.push(("obs.watch_root_lost".to_string(), json!({"root": shown, "reason": reason})));
+            }
+            if id.is_some() {
+                restored.push(shown);
+            }
+            self.root_ids[i] = id;
+        }
+        if !restored.is_empty() {
+            if let Err(e) = self.restart_source() {
+                tracing::error!(error = %format!("{e:#}"), "cannot watch the folders again; retrying");
+                // Look again at the next check.
+                for (i, root) in self.options.roots.iter().enumerate() {
+                    if restored.contains(&root.display().to_string()) {
+                        self.root_ids[i] = None;
+                    }
+                }
+                restored.clear();
+            }
+        }
+        for root in &restored {
+            tracing::info!(root = %root, "a watched folder is back; watching it again");
+            events.push(("obs.watch_root_restored".to_string(), json!({"root": root, "mode": self.mode().as_str()})));
+        }
+        if let Err(e) = self.emit(events) {
+            tracing::error!(error = %format!("{e:#}"), "cannot append to the hook history");
+        }
+        if !restored.is_empty() {
+            self.rescan.get_or_insert(format!("watched folder back: {}", restored.join(", ")));
+        }
+    }
+
+    /// Stop the event source and start a new one on the folders that exist now.
+    fn restart_source(&mut self) -> Result<()> {
+        if let Some(old) = self.source.take() {
+            old.stop();
+        }
+        let present: Vec<PathBuf> = self.options.roots.iter().filter(|r| folder_id(r).is_some()).cloned().collect();
+        let poll = self.options.force_poll;
+        let (source, fallback) = backend::start(&present, poll, self.options.poll_interval, self.tx.clone())?;
+        if let Some(fb) = fallback {
+            tracing::error!(hint = %fb.hint, "{}", fb.message);
+        }
+        self.source = Some(source);
+        Ok(())
     }
 
     /// Failed actions are retried by a reconcile (which plans them again from what is on disk), after

@@ -491,3 +491,48 @@ fn watch_removes_temp_files_of_killed_processes_when_it_starts() {
     litter.assert_swept();
     assert!(w.stderr().contains("removed 3 temp files left by processes that are gone"), "{}", w.stderr());
 }
+
+/// `rm -rf assets; mkdir assets` (or `mv assets elsewhere; mkdir assets`) took the inotify watch with
+/// the old folder: files dropped afterwards never got sidecars, and nothing said why. Now the loss is
+/// an event, and the new folder is watched again.
+#[test]
+fn a_watched_folder_deleted_or_replaced_is_reported_and_watched_again() {
+    let env = TestEnv::new();
+    let mut w = Watcher::ready(&env, &[]);
+    let assets = env.path("assets");
+    let after = last_seq(&env);
+    std::fs::remove_dir_all(&assets).unwrap();
+    let lost = w.wait_for(&env, "obs.watch_root_lost", |e| {
+        e["event"] == "obs.watch_root_lost" && e["seq"].as_u64() > Some(after)
+    });
+    assert_eq!(lost["data"]["reason"], "missing", "{lost}");
+    assert!(w.stderr().contains("a watched folder is gone"), "{}", w.stderr());
+    std::fs::create_dir(&assets).unwrap();
+    w.wait_for(&env, "obs.watch_root_restored", |e| e["event"] == "obs.watch_root_restored");
+    env.write("assets/chars/hero.png", b"after recreate");
+    w.wait_for(&env, "a registration in the new folder", is("on_asset_registered", "chars/hero.png"));
+    assert_eq!(sidecar(&env, "chars/hero.png")["hash"], sha(b"after recreate"));
+
+    // Moved away and another folder put in its place, faster than the check: "replaced".
+    let after = last_seq(&env);
+    std::fs::rename(&assets, env.path("assets-old")).unwrap();
+    std::fs::create_dir(&assets).unwrap();
+    let lost = w.wait_for(&env, "a second obs.watch_root_lost", |e| {
+        e["event"] == "obs.watch_root_lost" && e["seq"].as_u64() > Some(after)
+    });
+    assert_eq!(lost["data"]["reason"], "replaced", "{lost}");
+    w.wait_for(&env, "a second obs.watch_root_restored", |e| {
+        e["event"] == "obs.watch_root_restored" && e["seq"].as_u64() > Some(after)
+    });
+    env.write("assets/bg/room.png", b"in the replacement");
+    w.wait_for(&env, "a registration in the replacement", is("on_asset_registered", "bg/room.png"));
+    // Files in the moved-away folder are no longer watched: an edit there changes nothing here.
+    std::fs::write(env.path("assets-old/chars/hero.png"), b"edited elsewhere").unwrap();
+    barrier(&mut w, &env, "marker.txt");
+    assert!(
+        !history(&env).iter().any(|e| e["data"]["path"] == "chars/hero.png"
+            && e["seq"].as_u64() > Some(after)
+            && e["event"] == "on_asset_saved"),
+        "an edit outside the watched tree was reported"
+    );
+}
