@@ -262,6 +262,8 @@ pub fn spawn_with_clock<S: Sink + Send + 'static>(
                 retry_wait: RETRY_FIRST,
                 root_ids,
                 roots_checked: Duration::ZERO,
+                others: None,
+                own_seqs: std::collections::BTreeSet::new(),
                 _lock: lock,
             };
             let result = engine.run(reason);
@@ -300,6 +302,10 @@ struct Engine<S: Sink> {
     /// Each watched folder's identity when last looked at (`None`: missing), and when that was.
     root_ids: Vec<Option<(u64, u64)>>,
     roots_checked: Duration,
+    /// The hook history after this watcher started, for the asset events other processes publish.
+    others: Option<crate::hooks::Follower>,
+    /// `seq`s this watcher appended that the follower has not passed yet.
+    own_seqs: std::collections::BTreeSet<u64>,
     _lock: WatchLock,
 }
 
@@ -313,6 +319,12 @@ impl<S: Sink> Engine<S> {
     }
 
     fn run(&mut self, start_reason: Option<String>) -> Result<Summary> {
+        match self.bus.history.last_seq().and_then(|seq| self.bus.history.follow(seq)) {
+            Ok(f) => self.others = Some(f),
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "cannot follow the hook history; edits by other processes may be reported twice")
+            }
+        }
         self.replay_journal();
         let started = self.started_event(start_reason);
         self.emit(vec![started]).context("cannot append obs.watch_started to the hook history")?;
@@ -334,6 +346,7 @@ impl<S: Sink> Engine<S> {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => bail!("the file event source stopped unexpectedly"),
             }
+            self.absorb_others();
             if let Some(reason) = self.planner.take_rescan() {
                 self.rescan.get_or_insert(reason);
             }
@@ -429,9 +442,46 @@ impl<S: Sink> Engine<S> {
             return Ok(());
         }
         let n = events.len() as u64;
-        self.bus.emit_batch(events)?;
+        let appended = self.bus.emit_batch(events)?;
+        if self.others.is_some() {
+            self.own_seqs.extend(appended.iter().map(|e| e.seq));
+        }
         self.summary.events += n;
         Ok(())
+    }
+
+    /// Asset events another process of this tool published (`assets tag`, `register`, `remove`, the
+    /// API, `audit --fix`): that process already reported what it did to the files, so the planner
+    /// takes its writes and removals as seen instead of reporting them a second time.
+    fn absorb_others(&mut self) {
+        let Some(follower) = self.others.as_mut() else { return };
+        let envs = match follower.poll() {
+            Ok(envs) => envs,
+            Err(e) => {
+                tracing::debug!(error = %format!("{e:#}"), "cannot read the hook history");
+                return;
+            }
+        };
+        let upto = follower.last_seq();
+        let now = self.clock.now();
+        for env in envs {
+            if self.own_seqs.remove(&env.seq) {
+                continue;
+            }
+            let Some(rel) = env.data.get("path").and_then(Value::as_str) else { continue };
+            let asset = canonical(&self.options.assets_root.join(rel));
+            match env.event.as_str() {
+                "on_asset_registered" | "on_asset_saved" | "on_asset_meta_updated" | "on_asset_sidecar_written" => {
+                    if let Some(prev) = env.data.get("previous_path").and_then(Value::as_str) {
+                        self.planner.external_remove(&canonical(&self.options.assets_root.join(prev)));
+                    }
+                    self.planner.external_write(&asset, &self.disk, &self.sink, now);
+                }
+                "on_asset_removed" => self.planner.external_remove(&asset),
+                _ => {}
+            }
+        }
+        self.own_seqs = self.own_seqs.split_off(&(upto + 1));
     }
 
     /// Publish the events of actions that a killed watcher carried out but did not record.

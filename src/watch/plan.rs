@@ -156,6 +156,39 @@ impl Planner {
         self.settle.touch(path, stat, now);
     }
 
+    /// Another process of this tool (the CLI, the API, `audit --fix`) wrote the sidecar of `asset`
+    /// and published its own events for it: take the sidecar's bytes and the file's stat as seen,
+    /// so the writes it made do not come back from this watcher as a second event.
+    pub fn external_write(&mut self, asset: &Path, disk: &dyn Disk, sink: &dyn Sink, now: Duration) {
+        let sidecar = sidecar_of(asset);
+        self.sidecar_checks.remove(&sidecar);
+        if let Some(bytes) = disk.read(&sidecar) {
+            self.seen_sidecars.insert(sidecar.clone(), (crate::digest::sha256_hex(&bytes), now));
+            self.settle.forget(&sidecar);
+        }
+        if let Ok(Some(known)) = sink.lookup(asset) {
+            if let Some(stat) = disk.stat(asset).filter(|s| !s.is_dir && s.size == known.bytes) {
+                self.probed.insert(asset.to_path_buf(), (stat.key(), now));
+                self.settle.forget(asset);
+            }
+            self.pending_removals.remove(asset);
+            self.index.insert(asset.to_path_buf(), known);
+        }
+    }
+
+    /// Another process of this tool removed `asset` (its sidecar to the trash) and published
+    /// `on_asset_removed`: forget it, so its deletion is not reported a second time.
+    pub fn external_remove(&mut self, asset: &Path) {
+        let sidecar = sidecar_of(asset);
+        self.index.remove(asset);
+        self.pending_removals.remove(asset);
+        self.sidecar_checks.remove(&sidecar);
+        self.seen_sidecars.remove(&sidecar);
+        self.probed.remove(asset);
+        self.settle.forget(asset);
+        self.settle.forget(&sidecar);
+    }
+
     /// Remember the current bytes of a sidecar the tool wrote.
     pub fn wrote_sidecar(&mut self, sidecar: &Path, disk: &dyn Disk, now: Duration) {
         if let Some(bytes) = disk.read(sidecar) {

@@ -536,3 +536,59 @@ fn a_watched_folder_deleted_or_replaced_is_reported_and_watched_again() {
         "an edit outside the watched tree was reported"
     );
 }
+
+/// Each CLI edit made while a watcher runs is one event, not two: the watcher used to see the CLI's
+/// sidecar write (or removal) as a change of its own and publish it again ~0.6 s later, with a new
+/// `seq` and `webhook-id`, and a wrong `on_asset_removed` (`tags: []`, `sidecar_lost: true`).
+#[test]
+fn cli_edits_while_a_watcher_runs_are_reported_once() {
+    let env = TestEnv::new();
+    let mut w = Watcher::ready(&env, &[]);
+    env.write("assets/chars/hero.png", b"hero");
+    w.wait_for(&env, "registration", is("on_asset_registered", "chars/hero.png"));
+    barrier(&mut w, &env, "marker0.txt");
+    let start = last_seq(&env);
+    let count = |env: &TestEnv, event: &str| {
+        history(env)
+            .iter()
+            .filter(|e| e["seq"].as_u64() > Some(start) && e["event"] == event)
+            .filter(|e| e["data"]["path"] == "chars/hero.png" || e["data"]["rel_path"] == "chars/hero.png")
+            .count()
+    };
+    for args in [
+        &["assets", "tag", "chars/hero.png", "Hero", "Knight"][..],
+        &["assets", "untag", "chars/hero.png", "Knight"],
+        &["assets", "set-license", "chars/hero.png", "CC-BY-4.0"],
+    ] {
+        let out = env.run(args);
+        assert_eq!(out.code, 0, "{args:?}: {}", out.stderr);
+    }
+    barrier_after(&mut w, &env, "marker1.txt", 1500);
+    assert_eq!(count(&env, "on_asset_meta_updated"), 3, "{:#?}", history(&env));
+    assert_eq!(count(&env, "on_asset_sidecar_written"), 3);
+
+    // A file dropped and registered by hand before the watcher settles it: one registration.
+    env.write("assets/bg/room.png", b"room");
+    let out = env.run(&["assets", "register", "assets/bg/room.png", "--tag", "Night"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    barrier_after(&mut w, &env, "marker2.txt", 1500);
+    let regs = history(&env)
+        .iter()
+        .filter(|e| {
+            e["seq"].as_u64() > Some(start) && e["event"] == "on_asset_registered" && e["data"]["path"] == "bg/room.png"
+        })
+        .count();
+    assert_eq!(regs, 1, "{:#?}", history(&env));
+
+    let out = env.run(&["assets", "remove", "chars/hero.png"]);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    barrier_after(&mut w, &env, "marker3.txt", 1500);
+    let removed: Vec<Value> = history(&env)
+        .into_iter()
+        .filter(|e| {
+            e["seq"].as_u64() > Some(start) && e["event"] == "on_asset_removed" && e["data"]["path"] == "chars/hero.png"
+        })
+        .collect();
+    assert_eq!(removed.len(), 1, "{removed:#?}");
+    assert_ne!(removed[0]["data"]["sidecar_lost"], true, "{removed:#?}");
+}
