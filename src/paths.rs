@@ -93,6 +93,11 @@ impl Paths {
     pub fn history_file(&self) -> PathBuf {
         self.hooks_dir().join("history.jsonl")
     }
+    /// The history's `seq` high-water mark (kept outside `logs/`, so deleting the logs does not start
+    /// `seq` again at 1).
+    pub fn history_mark(&self) -> PathBuf {
+        self.data_dir.join("hooks").join("seq.json")
+    }
     pub fn audit_latest(&self) -> PathBuf {
         self.log_dir.join("audit").join("latest.json")
     }

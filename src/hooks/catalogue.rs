@@ -42,6 +42,11 @@ const OWN_EVENTS: &[(&str, &str, &[&str])] = &[
         &["root", "mode"],
     ),
     (
+        "obs.history_reset",
+        "the hook history file was deleted or replaced; seq goes on after the last one issued",
+        &["after_seq", "previous_last_seq_found"],
+    ),
+    (
         "obs.sidecar_invalid",
         "a sidecar edited by hand failed validation; names the file and field",
         &["path", "sidecar", "field", "error"],

@@ -8,6 +8,10 @@
 //!   with a newline by the next writer and skipped by readers.
 //! - Reads of the last N entries and seeks by `seq` scan backwards from the end of the file: cost is
 //!   O(what is read), not O(history).
+//! - `seq` never goes back, even when `logs/` is deleted: `data/hooks/seq.json` (the mark) reserves
+//!   blocks of `seq`s ahead of use and records the live file's inode. A live file that is not the one
+//!   the mark knows (deleted or replaced behind the tool's back) restarts after the reserved block,
+//!   with an `obs.history_reset` entry first, so a consumer's checkpoint never points past new events.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -68,15 +72,59 @@ pub struct History {
     path: PathBuf,
     max_bytes: u64,
     keep: usize,
+    /// The `seq` high-water mark (`None`: no protection against a deleted history).
+    mark: Option<PathBuf>,
+}
+
+/// `seq`s reserved at a time in the mark (its write is one small atomic file write per block).
+const SEQ_BLOCK: u64 = 1000;
+
+/// `data/hooks/seq.json`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq)]
+struct Mark {
+    #[serde(default)]
+    schema: u64,
+    /// Every `seq` issued so far is at most this.
+    reserved: u64,
+    /// Inode of the live file the mark belongs to (0: not known yet).
+    #[serde(default)]
+    live_ino: u64,
 }
 
 impl History {
     pub fn new(paths: &Paths, settings: &HookSettings) -> History {
         History::at(paths.history_file(), settings.history_max_bytes, settings.history_keep)
+            .with_mark(paths.history_mark())
     }
 
     pub fn at(path: PathBuf, max_bytes: u64, keep: usize) -> History {
-        History { path, max_bytes: max_bytes.max(1), keep }
+        History { path, max_bytes: max_bytes.max(1), keep, mark: None }
+    }
+
+    /// Keep the `seq` high-water mark at `mark` (see the module doc).
+    pub fn with_mark(mut self, mark: PathBuf) -> History {
+        self.mark = Some(mark);
+        self
+    }
+
+    fn read_mark(&self) -> Result<Option<Mark>> {
+        let Some(path) = &self.mark else { return Ok(None) };
+        match crate::fs::read_json_opt(path)? {
+            Some(v) => serde_json::from_value(v).map(Some).with_context(|| {
+                format!(
+                    "{}: reserved: expected a non-negative integer (delete the file to start it again)",
+                    path.display()
+                )
+            }),
+            None => Ok(Some(Mark::default())),
+        }
+    }
+
+    fn write_mark(&self, mark: &Mark) -> Result<()> {
+        match &self.mark {
+            Some(path) => crate::fs::write_json_atomic(path, mark),
+            None => Ok(()),
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -109,16 +157,47 @@ impl History {
         }
         let _lock = self.lock()?;
         let mut file = crate::fs::open_append(&self.path)?;
-        let mut len = file.metadata().with_context(|| format!("cannot stat {}", self.path.display()))?.len();
+        let meta = file.metadata().with_context(|| format!("cannot stat {}", self.path.display()))?;
+        let mut len = meta.len();
+        let mut ino = meta.ino();
+        let mut rotated = false;
         if len >= self.max_bytes {
             drop(file);
             self.rotate()?;
             file = crate::fs::open_append(&self.path)?;
             len = 0;
+            ino = file.metadata().with_context(|| format!("cannot stat {}", self.path.display()))?.ino();
+            rotated = true;
         }
-        let last = self.last_seq_locked()?;
+        let mut last = self.last_seq_locked()?;
         if len > 0 && !crate::fs::ends_with_newline(&self.path, len)? {
             file.write_all(b"\n").with_context(|| format!("cannot append to {}", self.path.display()))?;
+        }
+        let mut items = items;
+        if let Some(mut mark) = self.read_mark()? {
+            let before = mark;
+            if mark.live_ino != ino {
+                if mark.live_ino != 0 && !rotated && mark.reserved > last {
+                    // The live file is not the one the tool was writing: deleted or replaced.
+                    tracing::warn!(
+                        path = %self.path.display(),
+                        after_seq = mark.reserved,
+                        "the hook history was deleted or replaced; seq goes on after the last one issued"
+                    );
+                    let reset = serde_json::json!({"after_seq": mark.reserved, "previous_last_seq_found": last});
+                    items.insert(0, ("obs.history_reset".to_string(), reset));
+                    last = mark.reserved;
+                }
+                mark.live_ino = ino;
+            }
+            let needed = last + items.len() as u64;
+            if needed > mark.reserved {
+                mark.reserved = needed + SEQ_BLOCK;
+            }
+            mark.schema = 1;
+            if mark != before {
+                self.write_mark(&mark)?;
+            }
         }
         let mut out = Vec::with_capacity(items.len());
         for (seq, (event, data)) in (last + 1..).zip(items) {
@@ -572,5 +651,57 @@ mod follow_rotation_tests {
         let missing = (1..=N).filter(|s| got.binary_search(s).is_err()).count();
         assert_eq!(missing, 0, "{missing} seqs lost");
         assert_eq!(got, (1..=N).collect::<Vec<_>>());
+    }
+}
+
+#[cfg(test)]
+mod mark_tests {
+    use super::*;
+
+    fn history(dir: &Path, max_bytes: u64) -> History {
+        History::at(dir.join("logs/history.jsonl"), max_bytes, 3).with_mark(dir.join("data/seq.json"))
+    }
+
+    #[test]
+    fn a_deleted_history_goes_on_after_the_last_seq_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = history(dir.path(), 1 << 20);
+        for i in 0..3 {
+            h.append("on_scene_enter", serde_json::json!({"i": i})).unwrap();
+        }
+        let mut follower = h.follow(3).unwrap();
+        std::fs::remove_dir_all(dir.path().join("logs")).unwrap();
+        let got = h.append_batch(vec![("on_scene_enter".into(), serde_json::json!({"i": 3}))]).unwrap();
+        assert_eq!(got.len(), 2, "{got:?}");
+        assert_eq!(got[0].event, "obs.history_reset");
+        assert!(got[0].seq > 3 && got[1].seq == got[0].seq + 1, "{got:?}");
+        assert_eq!(got[0].data["previous_last_seq_found"], 0);
+        // A consumer whose checkpoint says 3 gets the new entries, not nothing.
+        let seen: Vec<u64> = follower.poll().unwrap().iter().map(|e| e.seq).collect();
+        assert_eq!(seen, [got[0].seq, got[1].seq]);
+        // The next append is an ordinary one.
+        let next = h.append("on_scene_enter", serde_json::json!({})).unwrap();
+        assert_eq!(next.seq, got[1].seq + 1);
+    }
+
+    #[test]
+    fn rotation_and_a_first_run_without_a_mark_are_not_resets() {
+        let dir = tempfile::tempdir().unwrap();
+        // An existing history from before the mark existed.
+        let plain = History::at(dir.path().join("logs/history.jsonl"), 512, 3);
+        for _ in 0..5 {
+            plain.append("on_scene_enter", serde_json::json!({})).unwrap();
+        }
+        let h = history(dir.path(), 512);
+        let mut last = 5;
+        for _ in 0..200 {
+            let e = h.append("on_scene_enter", serde_json::json!({"pad": "x".repeat(40)})).unwrap();
+            assert_eq!(e.seq, last + 1, "{e:?}");
+            last = e.seq;
+        }
+        assert!(h.rotated(1).exists(), "the test must rotate");
+        // A second handle (another process) sees the same mark and goes on from the same place.
+        let other = history(dir.path(), 512);
+        assert_eq!(other.append("on_scene_enter", serde_json::json!({})).unwrap().seq, last + 1);
     }
 }

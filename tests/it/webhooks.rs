@@ -839,3 +839,25 @@ fn events_emitted_while_a_registration_is_being_written_are_delivered() {
     got.sort();
     assert_eq!(got, [1, 2], "both events, once each");
 }
+
+/// Deleting `logs/` used to start `seq` again at 1, and a worker whose checkpoint said 5 skipped every
+/// new event without a word. `seq` now goes on after the last one issued, with `obs.history_reset`.
+#[test]
+fn deleting_the_logs_folder_does_not_make_the_worker_skip_new_events() {
+    let env = env_with(&[50], 0);
+    let rx = Server::start(|_, _| Answer::status(204));
+    add(&env, "on_scene_*", &rx.url("/h"), Some("s"));
+    let worker = Worker::start(&env);
+    for i in 0..5 {
+        emit(&env, "on_scene_enter", json!({"i": i}));
+    }
+    rx.wait_for(5);
+    std::fs::remove_dir_all(env.path("logs")).unwrap();
+    let seq = emit(&env, "on_scene_enter", json!({"i": 5}));
+    assert!(seq > 5, "seq started again at {seq}");
+    emit(&env, "on_scene_enter", json!({"i": 6}));
+    rx.wait_for(7);
+    worker.stop();
+    let reset = env.run(&["hooks", "tail", "-n", "10", "--json", "--event", "obs.history_reset"]).ok().json_lines();
+    assert_eq!(reset.len(), 1, "{reset:?}");
+}
