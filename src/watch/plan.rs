@@ -31,6 +31,8 @@ use super::sink::{Action, Applied, Known, Sink};
 pub const REMEMBER_REMOVED: Duration = Duration::from_secs(600);
 /// At most this many removed assets are remembered (oldest forgotten first).
 pub const REMEMBER_REMOVED_MAX: usize = 10_000;
+/// Settle windows a refresh waits at most while the tree stays busy (see `Planner::refresh_waits`).
+const MAX_REFRESH_WAITS: u32 = 8;
 /// How long the planner remembers the sidecar bytes it wrote and the stat of files it hashed: long
 /// enough for the echo of a write (or the debounced duplicate of a tapped event) to come back, also
 /// in polling mode; short enough that an idle watcher holds no per-file memory beyond its index.
@@ -102,6 +104,19 @@ pub struct Planner {
     seen_sidecars: HashMap<PathBuf, (String, Duration)>,
     /// File → size and mtime when it was last hashed and decided on, and when.
     probed: HashMap<PathBuf, ((u64, i128), Duration)>,
+    /// Sidecar → digest of bytes that did not parse, seen once: it may have been caught half-written
+    /// by another program (`git checkout` writes in place), so it is looked at again after the settle
+    /// window and reported invalid only when the same bytes are still there.
+    suspect_sidecars: HashMap<PathBuf, String>,
+    /// Registered files whose content changed, waiting one settle window before their sidecar is
+    /// refreshed: whoever changed the file may be about to write its sidecar too (`git checkout`
+    /// writes the branch's file, then the branch's sidecar), and writing it at the same moment would
+    /// fight them.
+    refresh_waits: HashMap<PathBuf, (String, u32)>,
+    /// The settle window, and when the last change of any file was observed: a refresh also waits
+    /// (up to [`MAX_REFRESH_WAITS`] windows) while the tree is busy, as during a checkout or a sync.
+    window: Duration,
+    last_change: Duration,
     /// Remember the bytes of every sidecar an action wrote (polling mode: the poller reports the
     /// tool's own writes like anyone's; the native tap drops them at the source).
     remember_writes: bool,
@@ -125,6 +140,10 @@ impl Planner {
             removed: VecDeque::new(),
             seen_sidecars: HashMap::new(),
             probed: HashMap::new(),
+            suspect_sidecars: HashMap::new(),
+            refresh_waits: HashMap::new(),
+            window: settle,
+            last_change: Duration::ZERO,
             remember_writes: true,
             last_prune: Duration::ZERO,
             queued: Vec::new(),
@@ -244,6 +263,9 @@ impl Planner {
     /// Take in one change that happened at `at` (≤ `now`): events arrive out of order (the tapped
     /// close-write before the debounced create), and a change made before a close must not undo it.
     pub fn observe_at(&mut self, change: Change, at: Duration, now: Duration, disk: &dyn Disk, sink: &dyn Sink) {
+        if !matches!(change, Change::Rescan { .. }) {
+            self.last_change = self.last_change.max(now);
+        }
         match change {
             Change::Written { path } | Change::Arrived { path } => self.look(&path, None, at, now, disk, sink),
             Change::Closed { path } => self.look(&path, Some(at), at, now, disk, sink),
@@ -449,17 +471,55 @@ impl Planner {
                 if self.is_seen_sidecar(&sidecar, disk) {
                     return None;
                 }
-                if let Some(bytes) = disk.read(&sidecar) {
-                    self.seen_sidecars.insert(sidecar.clone(), (crate::digest::sha256_hex(&bytes), now));
+                let digest = disk.read(&sidecar).map(|bytes| crate::digest::sha256_hex(&bytes));
+                if let Some(d) = &digest {
+                    if self.suspect_sidecars.get(&sidecar) != Some(d) {
+                        self.suspect_sidecars.insert(sidecar.clone(), d.clone());
+                        self.probed.remove(path);
+                        self.settle.touch(path, disk.stat(path), now);
+                        return None;
+                    }
+                }
+                self.suspect_sidecars.remove(&sidecar);
+                if let Some(d) = digest {
+                    self.seen_sidecars.insert(sidecar.clone(), (d, now));
                 }
                 Some(Action::SidecarEdited { sidecar, asset: path.to_path_buf() })
             }
             Ok(Some(k)) if k.hash == hash => {
+                self.refresh_waits.remove(path);
                 self.index.insert(path.to_path_buf(), k);
                 None
             }
-            Ok(Some(k)) => Some(Action::Refresh { path: path.to_path_buf(), hash, bytes, previous_hash: k.hash }),
+            Ok(Some(k)) => {
+                // Its sidecar being written by someone else right now, or the tree still busy (a
+                // checkout writes the file, then its sidecar): let them finish first.
+                let busy =
+                    self.settle.contains(&sidecar_of(path)) || now.saturating_sub(self.last_change) < self.window / 2;
+                let waited = self.refresh_waits.get(path).filter(|(h, _)| *h == hash).map_or(0, |(_, n)| *n);
+                if waited == 0 || (busy && waited < MAX_REFRESH_WAITS) {
+                    self.refresh_waits.insert(path.to_path_buf(), (hash, waited + 1));
+                    self.probed.remove(path);
+                    self.settle.touch(path, disk.stat(path), now);
+                    return None;
+                }
+                self.refresh_waits.remove(path);
+                Some(Action::Refresh { path: path.to_path_buf(), hash, bytes, previous_hash: k.hash })
+            }
             Ok(None) => {
+                // Its sidecar was deleted or changed moments ago: someone may be putting one back
+                // (`git checkout` deletes, then writes the branch's sidecar). Wait like a refresh.
+                let sidecar = sidecar_of(path);
+                if self.sidecar_checks.contains_key(&sidecar) || self.settle.contains(&sidecar) {
+                    let waited = self.refresh_waits.get(path).filter(|(h, _)| *h == hash).map_or(0, |(_, n)| *n);
+                    if waited < MAX_REFRESH_WAITS {
+                        self.refresh_waits.insert(path.to_path_buf(), (hash, waited + 1));
+                        self.probed.remove(path);
+                        self.settle.touch(path, disk.stat(path), now);
+                        return None;
+                    }
+                }
+                self.refresh_waits.remove(path);
                 // The same content disappeared from elsewhere moments ago: a move (a poller sees a
                 // rename as a delete and a create).
                 let from = self
@@ -877,7 +937,9 @@ pub mod tests {
         world.change(Change::Written { path: w("/w/a.png") });
         world.change(Change::Closed { path: w("/w/a.png") });
         world.disk.remove("/w/a.png~");
-        assert_eq!(world.run(10), [format!("refresh /w/a.png (was {})", h8(b"v1"))]);
+        // A refresh waits one settle window (the writer may be writing the sidecar too).
+        assert!(world.run(10).is_empty());
+        assert_eq!(world.run(600), [format!("refresh /w/a.png (was {})", h8(b"v1"))]);
         assert!(world.run(5000).is_empty(), "no removal after the grace: {:?}", world.log);
         assert_eq!(
             world.sink.lookup(Path::new("/w/a.png")).unwrap().unwrap().uid,
@@ -891,7 +953,8 @@ pub mod tests {
         world.write("/w/a.png", b"v2"); // the rename replaced the inode in one step
         world.change(Change::Arrived { path: w("/w/a.png") });
         assert!(world.run(100).is_empty(), "a renamed-in file settles first");
-        assert_eq!(world.run(400), [format!("refresh /w/a.png (was {})", h8(b"v1"))]);
+        assert!(world.run(400).is_empty(), "then a refresh waits one more settle window");
+        assert_eq!(world.run(600), [format!("refresh /w/a.png (was {})", h8(b"v1"))]);
     }
 
     #[test]
@@ -959,6 +1022,7 @@ pub mod tests {
         world.write("/w/a.png", b"v2");
         world.change(Change::Closed { path: w("/w/a.png") });
         world.run(1);
+        world.run(600);
         let uid = world.sink.lookup(Path::new("/w/a.png")).unwrap().unwrap().uid;
         world.disk.remove("/w/a.png");
         world.change(Change::Removed { path: w("/w/a.png") });
@@ -1093,7 +1157,8 @@ pub mod tests {
         let mut world = world_with_a();
         world.write("/w/a.png", b"v2");
         world.change(Change::Written { path: w("/w/a.png") });
-        assert_eq!(world.run(500), [format!("refresh /w/a.png (was {})", h8(b"v1"))]);
+        assert!(world.run(500).is_empty());
+        assert_eq!(world.run(600), [format!("refresh /w/a.png (was {})", h8(b"v1"))]);
     }
 
     #[test]
@@ -1102,11 +1167,44 @@ pub mod tests {
         world.write("/w/a.png.asset.json", b"{ broken");
         world.write("/w/a.png", b"v2");
         world.change(Change::Closed { path: w("/w/a.png") });
-        assert_eq!(world.run(1), ["sidecar-edited /w/a.png.asset.json"]);
+        // Maybe caught half-written by another program: looked at again after the settle window.
+        assert!(world.run(1).is_empty());
+        assert_eq!(world.run(600), ["sidecar-edited /w/a.png.asset.json"]);
         world.write("/w/a.png", b"v3");
         world.change(Change::Closed { path: w("/w/a.png") });
         assert!(world.run(1).is_empty(), "the same broken sidecar is not reported again");
         assert_eq!(world.disk.read(Path::new("/w/a.png.asset.json")).unwrap(), b"{ broken");
+    }
+
+    #[test]
+    fn a_sidecar_caught_half_written_is_not_reported_when_it_is_whole_at_the_second_look() {
+        let mut world = world_with_a();
+        world.write("/w/a.png.asset.json", b"{\"schema\": 1, \"uid\"");
+        world.write("/w/a.png", b"v2");
+        world.change(Change::Closed { path: w("/w/a.png") });
+        assert!(world.run(1).is_empty());
+        // The writer goes on writing it.
+        world.write("/w/a.png.asset.json", b"{ still broken, but other bytes");
+        let out = world.run(600);
+        assert!(out.is_empty(), "different bytes at the second look: looked at again, not reported: {out:?}");
+        assert_eq!(world.run(600), ["sidecar-edited /w/a.png.asset.json"], "the same bytes twice are reported");
+    }
+
+    #[test]
+    fn a_refresh_waits_a_settle_window_and_a_matching_sidecar_written_meanwhile_ends_it() {
+        let mut world = world_with_a();
+        // A branch checkout: the file changes; its sidecar for the new content follows.
+        world.write("/w/a.png", b"v2");
+        world.change(Change::Closed { path: w("/w/a.png") });
+        assert!(world.run(1).is_empty());
+        let mut sidecar: Value =
+            serde_json::from_slice(&world.disk.read(Path::new("/w/a.png.asset.json")).unwrap()).unwrap();
+        sidecar["hash"] = json!(crate::digest::sha256_hex(b"v2"));
+        sidecar["bytes"] = json!(2);
+        let bytes = serde_json::to_vec_pretty(&sidecar).unwrap();
+        world.write("/w/a.png.asset.json", &bytes);
+        assert!(world.run(600).is_empty(), "the sidecar on disk already describes it: {:?}", world.log);
+        assert_eq!(world.disk.read(Path::new("/w/a.png.asset.json")).unwrap(), bytes, "left as written");
     }
 
     #[test]

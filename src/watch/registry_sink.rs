@@ -81,6 +81,11 @@ impl RegistrySink {
     /// the read and the write ([`registry::Registry::commit`] refuses), plan again from the new one.
     fn write(&self, action: &Action) -> Result<Applied> {
         for _ in 0..registry::EDIT_ATTEMPTS {
+            // Looked at again on every attempt: the writer that changed the sidecar meanwhile may
+            // have written exactly this content's sidecar.
+            if let Some(done) = self.already_recorded(action)? {
+                return Ok(done);
+            }
             let change = self.plan_change(action)?;
             if let Some(events) = self.registry.commit(&change)? {
                 return Ok(Applied {
@@ -92,6 +97,44 @@ impl RegistrySink {
             }
         }
         bail!("the sidecar kept changing while the watcher updated it ({action:?}); left for the next event")
+    }
+
+    /// A refresh (or registration) whose sidecar on disk already describes exactly this content: someone else wrote it
+    /// (`git checkout` puts the branch's sidecar beside the branch's file; another process refreshed
+    /// it). Rewriting it would change only `updated_at` and leave a work tree dirty, so the watcher
+    /// only reports the change of content.
+    fn already_recorded(&self, action: &Action) -> Result<Option<Applied>> {
+        let (path, hash, bytes, previous_hash) = match action {
+            Action::Refresh { path, hash, bytes, previous_hash } => (path, hash, bytes, Some(previous_hash)),
+            Action::Register { path, hash, bytes } => (path, hash, bytes, None),
+            _ => return Ok(None),
+        };
+        let rel = self.rel(path)?;
+        let Some(parsed) = self.read(&rel)? else { return Ok(None) };
+        if parsed.sidecar.hash != *hash || parsed.sidecar.bytes != *bytes {
+            return Ok(None);
+        }
+        let Some(previous_hash) = previous_hash else {
+            // A registration whose sidecar appeared meanwhile, for this very content (checked out
+            // with its file, or written by another process, which reported it).
+            return Ok(Some(Applied {
+                events: Vec::new(),
+                known: Some(self.known(&parsed.sidecar)),
+                sidecar: None,
+                trashed: None,
+            }));
+        };
+        let event = RegistryEvent::AssetMetaUpdated {
+            asset: parsed.sidecar.clone(),
+            previous_hash: Some(previous_hash.clone()),
+            previous_path: None,
+        };
+        Ok(Some(Applied {
+            events: to_hooks(&[event]),
+            known: Some(self.known(&parsed.sidecar)),
+            sidecar: None,
+            trashed: None,
+        }))
     }
 
     /// Write a carried-over sidecar (a move or restore) at `rel`, replacing whatever is there:
@@ -266,6 +309,10 @@ impl Sink for RegistrySink {
     }
 
     fn apply_batch(&self, actions: &[Action]) -> Vec<Result<Applied>> {
+        if actions.iter().any(|a| matches!(self.already_recorded(a), Ok(Some(_)))) {
+            // Rare (a branch checkout): one at a time, each seeing what is on disk.
+            return actions.iter().map(|a| self.apply(a)).collect();
+        }
         let planned: Vec<Result<registry::Change>> = actions.iter().map(|a| self.plan_change(a)).collect();
         let changes: Vec<registry::Change> = planned.iter().filter_map(|c| c.as_ref().ok().cloned()).collect();
         let mut written = self.registry.write_batch(&changes).into_iter().zip(changes);

@@ -592,3 +592,70 @@ fn cli_edits_while_a_watcher_runs_are_reported_once() {
     assert_eq!(removed.len(), 1, "{removed:#?}");
     assert_ne!(removed[0]["data"]["sidecar_lost"], true, "{removed:#?}");
 }
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com", "-c", "advice.detachedHead=false"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run git");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `git checkout` of another branch while the watcher runs: committed sidecars must not be rewritten
+/// (only `updated_at` changed, which left the work tree dirty and made the next checkout refuse), and
+/// sidecars git is still writing are not reported invalid.
+#[test]
+fn git_checkout_while_watching_leaves_the_work_tree_clean() {
+    let env = TestEnv::new();
+    let assets = env.path("assets");
+    std::fs::create_dir_all(&assets).unwrap();
+    git(&assets, &["init", "-q", "-b", "main"]);
+    for i in 0..40 {
+        env.write(&format!("assets/bg/f{i}.png"), format!("main {i}"));
+    }
+    // Sidecars as the tool writes them, committed with the files.
+    let out = env.run(&["audit", "--fix"]);
+    assert!(out.code == 0 || out.code == 1, "{}", out.stderr);
+    git(&assets, &["add", "-A"]);
+    git(&assets, &["commit", "-qm", "main"]);
+    git(&assets, &["checkout", "-qb", "other"]);
+    for i in 0..40 {
+        env.write(&format!("assets/bg/f{i}.png"), format!("other {i} {}", "x".repeat(i * 100)));
+    }
+    env.write("assets/bg/new.png", "only on other");
+    let out = env.run(&["audit", "--fix"]);
+    assert!(out.code == 0 || out.code == 1, "{}", out.stderr);
+    git(&assets, &["add", "-A"]);
+    git(&assets, &["commit", "-qm", "other"]);
+    git(&assets, &["checkout", "-q", "main"]);
+
+    // The default settle window (500 ms): a refresh waits one window, so git has written the
+    // branch's sidecar by then even on a loaded machine.
+    let mut w = Watcher::ready(&env, &["--settle-ms", "500"]);
+    for branch in ["other", "main", "other"] {
+        git(&assets, &["checkout", "-q", branch]);
+        barrier_after(&mut w, &env, "marker.txt", 1200);
+        std::fs::remove_file(env.path("assets/marker.txt")).unwrap();
+        std::fs::remove_file(env.path("assets/marker.txt.asset.json")).ok();
+        barrier_after(&mut w, &env, "marker2.txt", 1200);
+        std::fs::remove_file(env.path("assets/marker2.txt")).unwrap();
+        std::fs::remove_file(env.path("assets/marker2.txt.asset.json")).ok();
+        std::thread::sleep(Duration::from_millis(1200));
+        let status = git(&assets, &["status", "--porcelain"]);
+        assert_eq!(
+            status.trim(),
+            "",
+            "after checking out {branch}, the watcher left changes:\n{status}\n{}",
+            w.stderr()
+        );
+    }
+    assert!(
+        !w.stderr().contains("obs.sidecar_invalid")
+            && !history(&env).iter().any(|e| e["event"] == "obs.sidecar_invalid"),
+        "a sidecar git was writing was reported invalid: {}",
+        w.stderr()
+    );
+}
