@@ -129,7 +129,7 @@ pub(crate) struct Shared {
     pub(crate) security: security::Security,
     pub(crate) settings: ServeSettings,
     pub(crate) hub: Arc<stream::Hub>,
-    pub(crate) ids: request::RequestIds,
+    pub(crate) ids: Arc<request::RequestIds>,
     pub(crate) openapi: Vec<u8>,
     pub(crate) local_addr: SocketAddr,
     pub(crate) stopping: AtomicBool,
@@ -162,7 +162,9 @@ impl Server {
             )
         })?;
         let local_addr = listener.local_addr().context("cannot read the listening address")?;
-        let tiny = tiny_http::Server::from_listener_with(listener, None, accept_hooks(settings.io_timeout))
+        let ids = Arc::new(request::RequestIds::default());
+        let hooks = accept_hooks(settings.io_timeout, Arc::clone(&ids));
+        let tiny = tiny_http::Server::from_listener_with(listener, None, hooks)
             .map_err(|e| anyhow!("cannot start the HTTP server on {local_addr}: {e}"))?;
         let router = router::Router::new(routes::table(&settings)).map_err(|e| anyhow!("route table: {e}"))?;
         let openapi = serde_json::to_vec_pretty(&openapi::document(router.routes()))?;
@@ -170,7 +172,7 @@ impl Server {
             router,
             security: security::Security::new(&settings.bind, &settings.allowed_hosts, settings.token.as_deref()),
             hub: stream::Hub::new(&settings.stream),
-            ids: request::RequestIds::default(),
+            ids,
             openapi,
             local_addr,
             stopping: AtomicBool::new(false),
@@ -226,7 +228,7 @@ impl Server {
 
 /// The accept policy (docs/http-server.md, "Accepting connections"): timeouts on each accepted
 /// connection, and an accept loop that backs off on errors and never ends on one.
-fn accept_hooks(io_timeout: Duration) -> tiny_http::AcceptHooks {
+fn accept_hooks(io_timeout: Duration, ids: Arc<request::RequestIds>) -> tiny_http::AcceptHooks {
     let errors = Arc::new(socket::AcceptErrors::default());
     let on_accepted = Arc::clone(&errors);
     tiny_http::AcceptHooks {
@@ -236,6 +238,12 @@ fn accept_hooks(io_timeout: Duration) -> tiny_http::AcceptHooks {
             Ok(())
         }),
         on_error: Box::new(move |e| errors.on_error(e)),
+        // Its own answers are the envelope too; no route saw them, so no access-log line either.
+        refusal: Arc::new(move |status| {
+            let request_id = ids.pick(None);
+            tracing::debug!(status = status.0, request_id, "request refused before routing");
+            response::refusal(status.0, &request_id)
+        }),
     }
 }
 

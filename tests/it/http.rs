@@ -427,6 +427,21 @@ fn openapi_document_matches_the_router() {
     assert!(count >= 9, "{count}");
 }
 
+/// A header value with bytes outside ASCII made tiny_http close the connection without an answer.
+/// Its own refusals are now the envelope, with a request id, like every other failure.
+#[test]
+fn a_request_tiny_http_cannot_read_is_a_400_envelope_not_a_dropped_connection() {
+    let env = TestEnv::new();
+    let srv = Served::start(&env);
+    let mut req = format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nX-Name: ", srv.port()).into_bytes();
+    req.extend_from_slice(b"caf\xc3\xa9\r\nConnection: close\r\n\r\n");
+    let r = srv.raw(&req);
+    let v = r.envelope(400, "http_400");
+    assert!(v["message"].as_str().unwrap().contains("ASCII"), "{v}");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(srv.get("/health").status, 200);
+}
+
 #[test]
 fn sigterm_and_sigint_stop_the_server_cleanly() {
     let env = TestEnv::new();
