@@ -402,6 +402,9 @@ fn sse(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
             ApiError::validation("Last-Event-ID", &format!("expected a sequence number, found {id:?}"))
         })?);
     }
+    // To notice a client that left while the stream is idle (no write fails until the next keepalive,
+    // and until then it holds one of `max_stream_clients`). Without it, the write failing is the sign.
+    let socket = req.remote.and_then(|peer| super::socket::find_client_socket(peer, req.shared.local_addr.port()));
     let subscription = subscribe(req, topics, since)?;
     let keepalive = req.shared.settings.stream.sse_keepalive;
     Ok(Reply::takeover(
@@ -409,7 +412,7 @@ fn sse(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
         Box::new(move |rq, _shared, _state, request_id| {
             let spawned = std::thread::Builder::new()
                 .name("sse-client".into())
-                .spawn(move || run_sse(rq, &subscription, &request_id, keepalive));
+                .spawn(move || run_sse(rq, socket, &subscription, &request_id, keepalive));
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "cannot start an SSE client thread");
             }
@@ -417,7 +420,16 @@ fn sse(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
     ))
 }
 
-fn run_sse(rq: tiny_http::Request, subscription: &Subscription, request_id: &str, keepalive: Duration) {
+/// How often an idle SSE stream looks whether its client is still there.
+const SSE_HANGUP_CHECK: Duration = Duration::from_millis(250);
+
+fn run_sse(
+    rq: tiny_http::Request,
+    socket: Option<TcpStream>,
+    subscription: &Subscription,
+    request_id: &str,
+    keepalive: Duration,
+) {
     let started = Instant::now();
     let mut w = rq.into_writer();
     let head = format!(
@@ -430,7 +442,11 @@ fn run_sse(rq: tiny_http::Request, subscription: &Subscription, request_id: &str
     let mut sent = 0u64;
     let mut last_write = Instant::now();
     loop {
-        let batch = subscription.sub.wait(keepalive.saturating_sub(last_write.elapsed()));
+        let mut wait = keepalive.saturating_sub(last_write.elapsed());
+        if socket.is_some() {
+            wait = wait.min(SSE_HANGUP_CHECK);
+        }
+        let batch = subscription.sub.wait(wait);
         let mut out = String::new();
         if let Some(next) = batch.resync {
             out.push_str(&format!(
@@ -445,6 +461,9 @@ fn run_sse(rq: tiny_http::Request, subscription: &Subscription, request_id: &str
         if batch.closed {
             out.push_str(": server shutting down\n\n");
         } else if out.is_empty() {
+            if socket.as_ref().is_some_and(super::socket::peer_gone) {
+                break;
+            }
             if last_write.elapsed() < keepalive {
                 continue;
             }

@@ -172,6 +172,30 @@ fn sse_keepalive_and_resync_for_a_client_too_far_behind() {
     }
 }
 
+/// A client that went away held its stream slot until a keepalive write failed (up to twice
+/// `obs.server.sse_keepalive_secs`): with `max_stream_clients: 1`, the next client got 503 for 30 s.
+#[test]
+fn a_stream_client_that_left_frees_its_slot_while_the_stream_is_idle() {
+    let env = TestEnv::new();
+    env.write("config/comfyvn.json", r#"{"obs": {"server": {"max_stream_clients": 1}}}"#);
+    let srv = Served::start(&env);
+    for round in 0..3 {
+        // Each time, the client before this one has just hung up; the slot comes back within a few
+        // hang-up checks (250 ms each).
+        let started = Instant::now();
+        let mut s = loop {
+            let s = Sse::connect(&srv, "/api/modder/hooks/stream", &[]);
+            if s.status_line.starts_with("HTTP/1.1 200") {
+                break s;
+            }
+            assert!(s.status_line.starts_with("HTTP/1.1 503"), "{}", s.status_line);
+            assert!(started.elapsed() < Duration::from_secs(3), "round {round}: the slot is still taken after 3 s");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(s.next().unwrap().comments[0].contains("hook stream"));
+    }
+}
+
 #[test]
 fn stream_clients_are_bounded_and_shutdown_closes_them() {
     let env = TestEnv::new();
