@@ -166,7 +166,8 @@ impl Server {
         let hooks = accept_hooks(settings.io_timeout, Arc::clone(&ids));
         let tiny = tiny_http::Server::from_listener_with(listener, None, hooks)
             .map_err(|e| anyhow!("cannot start the HTTP server on {local_addr}: {e}"))?;
-        let router = router::Router::new(routes::table(&settings)).map_err(|e| anyhow!("route table: {e}"))?;
+        let router = router::Router::new(routes::table(&settings, &state.bus.catalogue))
+            .map_err(|e| anyhow!("route table: {e}"))?;
         let openapi = serde_json::to_vec_pretty(&openapi::document(router.routes()))?;
         let shared = Arc::new(Shared {
             router,
