@@ -239,6 +239,8 @@ fn accept_hooks(io_timeout: Duration, ids: Arc<request::RequestIds>) -> tiny_htt
             Ok(())
         }),
         on_error: Box::new(move |e| errors.on_error(e)),
+        // A head trickled a byte at a time keeps every read inside the I/O timeout; this bounds it.
+        head_timeout: Some(io_timeout),
         // Its own answers are the envelope too; no route saw them, so no access-log line either.
         refusal: Arc::new(move |status| {
             let request_id = ids.pick(None);

@@ -188,3 +188,51 @@ fn five_hundred_silent_connections_leave_health_answering() {
     }
     assert!(alive(&mut srv));
 }
+
+/// Request heads trickled a byte every 200 ms keep each read inside the I/O timeout, so only a
+/// deadline on the whole head ends them: 408 (the envelope) once `io_timeout_ms` has passed since the
+/// head's first byte. Meanwhile other clients are answered at once.
+#[test]
+fn request_heads_sent_a_byte_at_a_time_are_cut_at_the_io_timeout_and_others_are_answered() {
+    let env = TestEnv::new();
+    env.write("config/comfyvn.json", r#"{"obs": {"server": {"io_timeout_ms": 1000}}}"#);
+    let srv = Served::start(&env);
+    let port = srv.port();
+    let addr = srv.addr;
+    // 50 clients, one byte each every 200 ms, from one thread; for at most 6 s.
+    let trickle = std::thread::spawn(move || {
+        let head = format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-Slow: {}\r\n\r\n", "x".repeat(64));
+        let mut clients: Vec<(TcpStream, Option<Duration>)> =
+            (0..50).map(|_| (TcpStream::connect(addr).expect("connect"), None)).collect();
+        let started = Instant::now();
+        for byte in head.as_bytes() {
+            if started.elapsed() > Duration::from_secs(6) || clients.iter().all(|(_, cut)| cut.is_some()) {
+                break;
+            }
+            for (s, cut) in clients.iter_mut().filter(|(_, cut)| cut.is_none()) {
+                // Answered (the 408) or closed: stop sending.
+                s.set_nonblocking(true).unwrap();
+                let answered = !matches!(s.peek(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+                s.set_nonblocking(false).unwrap();
+                if answered || s.write_all(std::slice::from_ref(byte)).is_err() {
+                    *cut = Some(started.elapsed());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        (clients, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert_answers_promptly(&srv, "50 clients trickled their request heads");
+    let (clients, trickled_for) = trickle.join().unwrap();
+    // Answered about a second after their first byte, far sooner than the 20 s the whole head would
+    // take.
+    eprintln!("the trickling clients were cut after {trickled_for:?}");
+    assert!(trickled_for < Duration::from_secs(5), "still trickling after {trickled_for:?}");
+    for (mut s, _) in clients {
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let r = crate::http::read_response(&mut s);
+        r.envelope(408, "http_408");
+    }
+    assert_answers_promptly(&srv, "the trickling clients were cut");
+}

@@ -37,6 +37,9 @@ pub struct ClientConnection {
 
     // comfyvn-obs patch: builds the answers this connection gives on its own.
     refusal: crate::Refusal,
+
+    // comfyvn-obs patch: how long a request head may take from its first byte.
+    head_timeout: Option<std::time::Duration>,
 }
 
 /// Error that can happen when reading a request.
@@ -55,6 +58,7 @@ impl ClientConnection {
         write_socket: RefinedTcpStream,
         mut read_socket: RefinedTcpStream,
         refusal: crate::Refusal,
+        head_timeout: Option<std::time::Duration>,
     ) -> ClientConnection {
         let remote_addr = read_socket.peer_addr();
         let secure = read_socket.secure();
@@ -70,6 +74,7 @@ impl ClientConnection {
             no_more_requests: false,
             secure,
             refusal,
+            head_timeout,
         }
     }
 
@@ -82,7 +87,10 @@ impl ClientConnection {
     ///
     /// Reads until `CRLF` is reached. The next read will start
     ///  at the first byte of the new line.
-    fn read_next_line(&mut self) -> IoResult<AsciiString> {
+    ///
+    /// comfyvn-obs patch: `head_started` is when the request head's first byte arrived (set here on
+    /// the first byte); past `head_timeout` from then, the read fails with `TimedOut`.
+    fn read_next_line(&mut self, head_started: &mut Option<std::time::Instant>) -> IoResult<AsciiString> {
         let mut buf = Vec::new();
         let mut prev_byte_was_cr = false;
 
@@ -93,6 +101,10 @@ impl ClientConnection {
                 Some(b) => b?,
                 None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
             };
+            let started = *head_started.get_or_insert_with(std::time::Instant::now);
+            if self.head_timeout.is_some_and(|limit| started.elapsed() > limit) {
+                return Err(IoError::new(ErrorKind::TimedOut, "request head not complete in time"));
+            }
 
             if byte == b'\n' && prev_byte_was_cr {
                 buf.pop(); // removing the '\r'
@@ -109,10 +121,11 @@ impl ClientConnection {
     /// Reads a request from the stream.
     /// Blocks until the header has been read.
     fn read(&mut self) -> Result<Request, ReadError> {
+        let mut head_started = None;
         let (method, path, version, headers) = {
             // reading the request line
             let (method, path, version) = {
-                let line = self.read_next_line().map_err(|e| match e.kind() {
+                let line = self.read_next_line(&mut head_started).map_err(|e| match e.kind() {
                     // comfyvn-obs patch: a line that is not ASCII is a bad request (400), not a
                     // connection closed without an answer.
                     ErrorKind::InvalidInput => ReadError::WrongRequestLine,
@@ -128,7 +141,7 @@ impl ClientConnection {
             let headers = {
                 let mut headers = Vec::new();
                 loop {
-                    let line = self.read_next_line().map_err(|e| match e.kind() {
+                    let line = self.read_next_line(&mut head_started).map_err(|e| match e.kind() {
                         // comfyvn-obs patch: see the request line above.
                         ErrorKind::InvalidInput => ReadError::WrongHeader(version.clone()),
                         _ => ReadError::ReadIoError(e),

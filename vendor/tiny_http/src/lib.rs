@@ -199,6 +199,10 @@ pub struct AcceptHooks {
     /// request line or header that cannot be read), 408 (no request within the read timeout), 417
     /// (an unknown `Expect`) and 505 (an HTTP version above 1.1).
     pub refusal: Refusal,
+    /// How long a request's line and headers may take to arrive, from their first byte. A read
+    /// timeout set in `prepare` bounds each read, not a head trickled a byte at a time; past this,
+    /// the request is refused with 408 and the connection closed. `None`: no limit (upstream).
+    pub head_timeout: Option<Duration>,
 }
 
 /// See [`AcceptHooks::refusal`].
@@ -220,6 +224,7 @@ impl Default for AcceptHooks {
             prepare: Box::new(|_| Ok(())),
             on_error: Box::new(|_| Duration::from_millis(50)),
             refusal: Arc::new(default_refusal),
+            head_timeout: None,
         }
     }
 }
@@ -293,7 +298,7 @@ impl Server {
         hooks: AcceptHooks,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
-        let AcceptHooks { prepare, on_error, refusal } = hooks;
+        let AcceptHooks { prepare, on_error, refusal, head_timeout } = hooks;
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
 
@@ -376,7 +381,7 @@ impl Server {
                             Some(ref _ssl) => unreachable!(),
                         };
 
-                        Ok(ClientConnection::new(write_closable, read_closable, refusal.clone()))
+                        Ok(ClientConnection::new(write_closable, read_closable, refusal.clone(), head_timeout))
                     }
                     Err(e) => Err(e),
                 };
