@@ -22,6 +22,7 @@ pub mod routes;
 pub mod security;
 pub mod socket;
 pub mod stream;
+mod writers;
 
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener};
@@ -131,6 +132,8 @@ pub(crate) struct Shared {
     pub(crate) hub: Arc<stream::Hub>,
     pub(crate) ids: Arc<request::RequestIds>,
     pub(crate) openapi: Vec<u8>,
+    /// Writes the responses, so no worker waits on a client (`writers`).
+    writers: writers::Writers,
     pub(crate) local_addr: SocketAddr,
     pub(crate) stopping: AtomicBool,
     failure: Mutex<Option<String>>,
@@ -175,6 +178,7 @@ impl Server {
             hub: stream::Hub::new(&settings.stream),
             ids,
             openapi,
+            writers: writers::Writers::new(settings.workers),
             local_addr,
             stopping: AtomicBool::new(false),
             failure: Mutex::new(None),
@@ -215,6 +219,9 @@ impl Server {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
+        // Responses the workers handed over are still being written; a client that does not read
+        // gives up its answer here rather than holding the shutdown.
+        self.shared.writers.wait_idle(Duration::from_secs(3));
         self.shared.hub.close();
         if let Some(b) = self.broadcaster.take() {
             let _ = b.join();
@@ -339,15 +346,17 @@ fn handle(shared: &Arc<Shared>, state: &Arc<AppState>, mut rq: tiny_http::Reques
     // A body left unread would be taken for the next request on the connection (tiny_http strips
     // `Connection` headers from responses, so the connection cannot simply be marked to close).
     let unread_chunked = body.declared.is_none() && !body.done && header(&headers, "transfer-encoding").is_some();
-    if unread_chunked || (leftover > 0 && body.declared.unwrap_or(0) > PREBUFFERED) {
-        cut_connection(shared, rq, reply, &request_id, leftover);
+    let cut = unread_chunked || (leftover > 0 && body.declared.unwrap_or(0) > PREBUFFERED);
+    // The write can block for as long as the client does not read: not on this worker.
+    let sh = Arc::clone(shared);
+    shared.writers.run(move || {
+        if cut {
+            cut_connection(&sh, rq, reply, &request_id, leftover);
+        } else if let Err(e) = rq.respond(reply.into_response(&request_id)) {
+            tracing::debug!(request_id = %request_id, error = %e, "client went away before the response was sent");
+        }
         access_log(&method, &path, status, started, &request_id, bytes);
-        return;
-    }
-    if let Err(e) = rq.respond(reply.into_response(&request_id)) {
-        tracing::debug!(request_id = %request_id, error = %e, "client went away before the response was sent");
-    }
-    access_log(&method, &path, status, started, &request_id, bytes);
+    });
 }
 
 /// Answer a request whose body was not read to the end, without letting tiny_http drain it: its

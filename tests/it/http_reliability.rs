@@ -8,6 +8,8 @@ use std::net::TcpStream;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 use crate::http::Served;
 use crate::support::TestEnv;
 
@@ -105,6 +107,7 @@ fn serve_removes_temp_files_of_killed_processes_when_it_starts() {
     litter.assert_swept();
     assert_eq!(srv.get("/health").status, 200);
 }
+
 /// The slowest of a few `GET /health` round trips (connect to last byte) from a fresh client.
 ///
 /// The tests below assert it stays under [`ANSWER_BOUND`] while a bad client is at work. The server
@@ -235,4 +238,42 @@ fn request_heads_sent_a_byte_at_a_time_are_cut_at_the_io_timeout_and_others_are_
         r.envelope(408, "http_408");
     }
     assert_answers_promptly(&srv, "the trickling clients were cut");
+}
+
+/// Downloads that are never read fill the socket buffers and then block the write. Written by the
+/// request workers, more of them than there are workers left `GET /health` waiting for the write
+/// timeout; the writer threads take them now.
+#[test]
+fn large_responses_never_read_leave_health_answering() {
+    let env = TestEnv::new();
+    env.write("config/comfyvn.json", r#"{"obs": {"server": {"io_timeout_ms": 3000}}}"#);
+    // 32 MiB: far more than the kernel buffers of a loopback connection hold.
+    let big: Vec<u8> = (0..32u32 << 20).map(|i| (i % 251) as u8).collect();
+    env.write("assets/video/big.bin", &big);
+    let r = env.run(&["assets", "register", "assets/video/big.bin"]).ok();
+    let uid = r.json()["asset"]["uid"].as_str().unwrap().to_string();
+    let srv = Served::start_with(&env, &["--workers", "2"], &[]);
+    let target = format!("/assets/{uid}/download");
+    let readers: Vec<TcpStream> = (0..6)
+        .map(|_| {
+            let mut s = TcpStream::connect(srv.addr).expect("connect");
+            let req = format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n\r\n", srv.port());
+            s.write_all(req.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_answers_promptly(&srv, "6 downloads of 32 MiB were not read (2 workers)");
+    // The downloads themselves still work for a client that reads.
+    let mut s = TcpStream::connect(srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n", srv.port()).as_bytes(),
+    )
+    .unwrap();
+    let r = crate::http::read_response(&mut s);
+    assert_eq!((r.status, r.body.len()), (200, big.len()));
+    drop(readers);
+    let listing: Value = srv.get("/assets").json();
+    assert_eq!(listing["total"], 1);
 }
