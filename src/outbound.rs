@@ -182,6 +182,11 @@ pub fn check_url(url: &str) -> Result<()> {
     if uri.host().is_none_or(str::is_empty) {
         bail!("{url:?}: the URL has no host");
     }
+    // `Uri` takes any text after the host's last `:` as the port and only fails to read it later.
+    let host_port = uri.authority().map(|a| a.as_str().rsplit('@').next().unwrap_or_default()).unwrap_or_default();
+    if host_port.rsplit(']').next().unwrap_or_default().contains(':') && uri.port_u16().is_none() {
+        bail!("{url:?}: the port is not a number from 0 to 65535");
+    }
     Ok(())
 }
 
@@ -193,7 +198,17 @@ mod tests {
     fn only_http_and_https_urls_are_accepted() {
         assert!(check_url("http://127.0.0.1:9/hook").is_ok());
         assert!(check_url("HTTPS://example.com").is_ok());
-        for bad in ["ftp://x/y", "file:///etc/passwd", "example.com/hook", "", "http://", " http://x", "javascript:1"] {
+        assert!(check_url("http://[::1]:8080/h").is_ok() && check_url("http://u:p@h/").is_ok());
+        for bad in [
+            "ftp://x/y",
+            "file:///etc/passwd",
+            "example.com/hook",
+            "",
+            "http://",
+            " http://x",
+            "javascript:1",
+            "http://h:3*",
+        ] {
             assert!(check_url(bad).is_err(), "{bad} accepted");
         }
     }

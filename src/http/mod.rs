@@ -22,6 +22,7 @@ pub mod routes;
 pub mod security;
 pub mod socket;
 pub mod stream;
+mod writers;
 
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpListener};
@@ -129,8 +130,10 @@ pub(crate) struct Shared {
     pub(crate) security: security::Security,
     pub(crate) settings: ServeSettings,
     pub(crate) hub: Arc<stream::Hub>,
-    pub(crate) ids: request::RequestIds,
+    pub(crate) ids: Arc<request::RequestIds>,
     pub(crate) openapi: Vec<u8>,
+    /// Writes the responses, so no worker waits on a client (`writers`).
+    writers: writers::Writers,
     pub(crate) local_addr: SocketAddr,
     pub(crate) stopping: AtomicBool,
     failure: Mutex<Option<String>>,
@@ -162,16 +165,20 @@ impl Server {
             )
         })?;
         let local_addr = listener.local_addr().context("cannot read the listening address")?;
-        let tiny = tiny_http::Server::from_listener_with(listener, None, accept_hooks(settings.io_timeout))
+        let ids = Arc::new(request::RequestIds::default());
+        let hooks = accept_hooks(settings.io_timeout, Arc::clone(&ids));
+        let tiny = tiny_http::Server::from_listener_with(listener, None, hooks)
             .map_err(|e| anyhow!("cannot start the HTTP server on {local_addr}: {e}"))?;
-        let router = router::Router::new(routes::table(&settings)).map_err(|e| anyhow!("route table: {e}"))?;
+        let router = router::Router::new(routes::table(&settings, &state.bus.catalogue))
+            .map_err(|e| anyhow!("route table: {e}"))?;
         let openapi = serde_json::to_vec_pretty(&openapi::document(router.routes()))?;
         let shared = Arc::new(Shared {
             router,
             security: security::Security::new(&settings.bind, &settings.allowed_hosts, settings.token.as_deref()),
             hub: stream::Hub::new(&settings.stream),
-            ids: request::RequestIds::default(),
+            ids,
             openapi,
+            writers: writers::Writers::new(settings.workers),
             local_addr,
             stopping: AtomicBool::new(false),
             failure: Mutex::new(None),
@@ -212,6 +219,9 @@ impl Server {
         for w in self.workers.drain(..) {
             let _ = w.join();
         }
+        // Responses the workers handed over are still being written; a client that does not read
+        // gives up its answer here rather than holding the shutdown.
+        self.shared.writers.wait_idle(Duration::from_secs(3));
         self.shared.hub.close();
         if let Some(b) = self.broadcaster.take() {
             let _ = b.join();
@@ -226,7 +236,7 @@ impl Server {
 
 /// The accept policy (docs/http-server.md, "Accepting connections"): timeouts on each accepted
 /// connection, and an accept loop that backs off on errors and never ends on one.
-fn accept_hooks(io_timeout: Duration) -> tiny_http::AcceptHooks {
+fn accept_hooks(io_timeout: Duration, ids: Arc<request::RequestIds>) -> tiny_http::AcceptHooks {
     let errors = Arc::new(socket::AcceptErrors::default());
     let on_accepted = Arc::clone(&errors);
     tiny_http::AcceptHooks {
@@ -236,6 +246,14 @@ fn accept_hooks(io_timeout: Duration) -> tiny_http::AcceptHooks {
             Ok(())
         }),
         on_error: Box::new(move |e| errors.on_error(e)),
+        // A head trickled a byte at a time keeps every read inside the I/O timeout; this bounds it.
+        head_timeout: Some(io_timeout),
+        // Its own answers are the envelope too; no route saw them, so no access-log line either.
+        refusal: Arc::new(move |status| {
+            let request_id = ids.pick(None);
+            tracing::debug!(status = status.0, request_id, "request refused before routing");
+            response::refusal(status.0, &request_id)
+        }),
     }
 }
 
@@ -328,15 +346,17 @@ fn handle(shared: &Arc<Shared>, state: &Arc<AppState>, mut rq: tiny_http::Reques
     // A body left unread would be taken for the next request on the connection (tiny_http strips
     // `Connection` headers from responses, so the connection cannot simply be marked to close).
     let unread_chunked = body.declared.is_none() && !body.done && header(&headers, "transfer-encoding").is_some();
-    if unread_chunked || (leftover > 0 && body.declared.unwrap_or(0) > PREBUFFERED) {
-        cut_connection(shared, rq, reply, &request_id, leftover);
+    let cut = unread_chunked || (leftover > 0 && body.declared.unwrap_or(0) > PREBUFFERED);
+    // The write can block for as long as the client does not read: not on this worker.
+    let sh = Arc::clone(shared);
+    shared.writers.run(move || {
+        if cut {
+            cut_connection(&sh, rq, reply, &request_id, leftover);
+        } else if let Err(e) = rq.respond(reply.into_response(&request_id)) {
+            tracing::debug!(request_id = %request_id, error = %e, "client went away before the response was sent");
+        }
         access_log(&method, &path, status, started, &request_id, bytes);
-        return;
-    }
-    if let Err(e) = rq.respond(reply.into_response(&request_id)) {
-        tracing::debug!(request_id = %request_id, error = %e, "client went away before the response was sent");
-    }
-    access_log(&method, &path, status, started, &request_id, bytes);
+    });
 }
 
 /// Answer a request whose body was not read to the end, without letting tiny_http drain it: its

@@ -104,6 +104,10 @@ fn operation(route: &Route) -> Value {
         .iter()
         .map(|p| {
             let mut v = json!({"name": p.name, "in": p.location.as_str(), "required": p.required, "schema": p.schema});
+            // `Req` reads an empty optional query value (`?limit=`) as an absent one.
+            if p.location == ParamIn::Query && !p.required {
+                v["allowEmptyValue"] = json!(true);
+            }
             if !p.description.is_empty() {
                 v["description"] = json!(p.description);
             }
@@ -169,7 +173,7 @@ mod tests {
     fn all_routes() -> Vec<Route> {
         let mut s = ServeSettings::from_config(&crate::config::Config::defaults().obs.server).unwrap();
         s.test_panic_route = true;
-        crate::http::routes::table(&s)
+        crate::http::routes::table(&s, &crate::hooks::Catalogue::builtin())
     }
 
     #[test]

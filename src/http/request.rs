@@ -69,13 +69,17 @@ impl<'a> Req<'a> {
             .collect()
     }
 
-    /// An integer query parameter: `default` when absent or empty, clamped to `min..=max`; anything
-    /// that is not an integer is a 422 naming the parameter.
-    pub fn query_int(&self, name: &str, default: i64, min: i64, max: i64) -> Result<i64, ApiError> {
+    /// An integer query parameter with a floor and a ceiling: `default` when absent or empty, raised
+    /// to `floor` when below it (the original's history `limit`: below 1 means 1), and a 422 naming the
+    /// parameter above `max` or when it is not an integer.
+    pub fn query_int_floored(&self, name: &str, default: i64, floor: i64, max: i64) -> Result<i64, ApiError> {
         match self.query(name).map(str::trim) {
-            None | Some("") => Ok(default.clamp(min, max)),
+            None | Some("") => Ok(default.clamp(floor, max)),
             Some(raw) => match raw.parse::<i64>() {
-                Ok(n) => Ok(n.clamp(min, max)),
+                Ok(n) if n <= max => Ok(n.max(floor)),
+                Ok(_) => Err(ApiError::validation(name, &format!("expected an integer up to {max}, found {raw:?}"))),
+                // Below what an i64 holds is still below the floor.
+                Err(e) if *e.kind() == std::num::IntErrorKind::NegOverflow => Ok(floor),
                 Err(_) => Err(ApiError::validation(name, &format!("expected an integer, found {raw:?}"))),
             },
         }

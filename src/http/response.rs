@@ -119,6 +119,24 @@ impl Reply {
     }
 }
 
+/// An answer tiny_http gives on its own, before a request reaches the router (see
+/// `tiny_http::AcceptHooks::refusal`), as the error envelope with its `X-Request-ID`.
+pub(crate) fn refusal(status: u16, request_id: &str) -> tiny_http::Response<Cursor<Vec<u8>>> {
+    let message = match status {
+        400 => "the request line or a header cannot be read (they must be ASCII text)",
+        408 => "no complete request within obs.server.io_timeout_ms",
+        417 => "the Expect header is not supported",
+        505 => "only HTTP/1.0 and HTTP/1.1 are supported",
+        _ => "the request was refused",
+    };
+    let body = serde_json::to_vec(&ApiError::new(status, message).envelope(request_id)).unwrap_or_default();
+    let mut headers = Vec::with_capacity(2);
+    push_header(&mut headers, "Content-Type", "application/json");
+    push_header(&mut headers, "X-Request-ID", request_id);
+    let len = body.len();
+    tiny_http::Response::new(tiny_http::StatusCode(status), headers, Cursor::new(body), Some(len), None)
+}
+
 /// Add a header, skipping values tiny_http cannot carry (non-ASCII); handlers build these from data.
 pub(crate) fn push_header(headers: &mut Vec<tiny_http::Header>, name: &str, value: &str) {
     if let Ok(h) = tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()) {

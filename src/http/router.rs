@@ -3,8 +3,10 @@
 //! document and the router can never disagree.
 //!
 //! Matching rules: one trailing slash is ignored (`/assets/` answers as `/assets`); a literal segment
-//! beats a `{param}` segment; `HEAD` is answered by the `GET` route; a path that matches with another
-//! method is a 405 listing the allowed methods. This module decides nothing about security or bodies.
+//! beats a `{param}` segment, for the path as a whole: the most literal template that matches names the
+//! resource, whatever the method (`GET /assets/register` is a 405 from `POST /assets/register`, not
+//! `GET /assets/{uid}` with uid `register`); `HEAD` is answered by the `GET` route; a method the resource
+//! lacks is a 405 listing the ones it has. This module decides nothing about security or bodies.
 
 use std::sync::Arc;
 
@@ -317,22 +319,28 @@ impl Route {
         self.body.as_ref().map(|b| b.limit).unwrap_or(BodyLimit::Json)
     }
 
-    /// Match a normalised path; returns the decoded parameters and how many segments were literal.
-    fn matches(&self, segments: &[&str]) -> Option<(Vec<(String, String)>, usize)> {
+    /// Match a normalised path; returns the still-encoded parameters.
+    fn matches(&self, segments: &[&str]) -> Option<Vec<(String, String)>> {
         if segments.len() != self.segments.len() {
             return None;
         }
         let mut params = Vec::new();
-        let mut literal = 0;
         for (pattern, seg) in self.segments.iter().zip(segments) {
             match pattern {
-                Segment::Literal(l) if l == seg => literal += 1,
+                Segment::Literal(l) if l == seg => {}
                 Segment::Literal(_) => return None,
                 Segment::Param(_) if seg.is_empty() => return None,
                 Segment::Param(name) => params.push((name.clone(), (*seg).to_string())),
             }
         }
-        Some((params, literal))
+        Some(params)
+    }
+
+    /// Which segments are literal. Among templates that match one path, the greatest (a literal at
+    /// the first place where they differ) is the most specific; two templates with the same shape
+    /// that match one path are the same template.
+    fn specificity(&self) -> Vec<bool> {
+        self.segments.iter().map(|s| matches!(s, Segment::Literal(_))).collect()
     }
 }
 
@@ -374,10 +382,7 @@ pub enum Match<'r> {
     NotFound,
 }
 
-/// A matching route, its parameters and its count of literal segments.
-type Candidate<'r> = (&'r Route, Vec<(String, String)>, usize);
-
-/// The routes, matched in registration order with literal segments preferred.
+/// The routes; the most literal template matching a path is the resource, its routes the methods.
 #[derive(Debug)]
 pub struct Router {
     routes: Vec<Route>,
@@ -413,26 +418,33 @@ impl Router {
     pub fn find(&self, method: Option<Method>, path: &str) -> Match<'_> {
         let path = normalise(path);
         let segments: Vec<&str> = if path == "/" { vec![] } else { path[1..].split('/').collect() };
-        let mut best: Option<Candidate<'_>> = None;
-        let mut allowed = Vec::new();
+        // The resource: every route whose template is the most specific one matching the path.
+        let mut resource: Vec<(&Route, Vec<(String, String)>)> = Vec::new();
+        let mut best: Option<Vec<bool>> = None;
         for route in &self.routes {
-            let Some((params, literal)) = route.matches(&segments) else { continue };
-            if Some(route.method) == method {
-                if best.as_ref().is_none_or(|b| literal > b.2) {
-                    best = Some((route, params, literal));
+            let Some(params) = route.matches(&segments) else { continue };
+            let specificity = route.specificity();
+            match &best {
+                Some(b) if specificity < *b => continue,
+                Some(b) if specificity == *b => {}
+                _ => {
+                    resource.clear();
+                    best = Some(specificity);
                 }
-            } else if !allowed.contains(&route.method) {
-                allowed.push(route.method);
             }
+            resource.push((route, params));
         }
-        match best {
-            Some((route, params, _)) => Match::Found { route, params },
-            None if allowed.is_empty() => Match::NotFound,
-            None => {
-                allowed.sort();
-                Match::WrongMethod(allowed)
-            }
+        if resource.is_empty() {
+            return Match::NotFound;
         }
+        if let Some(i) = resource.iter().position(|(r, _)| Some(r.method) == method) {
+            let (route, params) = resource.swap_remove(i);
+            return Match::Found { route, params };
+        }
+        let mut allowed: Vec<Method> = resource.iter().map(|(r, _)| r.method).collect();
+        allowed.sort();
+        allowed.dedup();
+        Match::WrongMethod(allowed)
     }
 }
 
@@ -498,6 +510,32 @@ mod tests {
         assert!(matches!(r.find(Some(Method::Get), "/nope"), Match::NotFound));
         assert!(matches!(r.find(Some(Method::Get), "/assets//"), Match::NotFound));
         assert!(matches!(r.find(Some(Method::Get), "/assets/x/y"), Match::NotFound));
+    }
+
+    /// `GET /assets/register` answered 404 "Asset not found" (uid `register`) and `OPTIONS` listed
+    /// `GET, HEAD, POST, DELETE`: the `{uid}` routes' methods leaked onto the literal path.
+    #[test]
+    fn literal_path_owns_its_methods_and_params_do_not_leak_in() {
+        let r = router();
+        match r.find(Some(Method::Get), "/assets/register") {
+            Match::WrongMethod(m) => assert_eq!(m, [Method::Post]),
+            other => panic!("{other:?}"),
+        }
+        match r.find(None, "/assets/register/") {
+            Match::WrongMethod(m) => assert_eq!(m, [Method::Post]),
+            other => panic!("{other:?}"),
+        }
+        match r.find(Some(Method::Delete), "/assets/registe") {
+            Match::Found { route, .. } => assert_eq!(route.path, "/assets/{uid}"),
+            other => panic!("{other:?}"),
+        }
+        // The first place the templates differ decides: `/a/b/{y}` over `/a/{x}/c`.
+        let r = Router::new(vec![Route::get("/a/{x}/c", h), Route::post("/a/b/{y}", h)]).unwrap();
+        match r.find(Some(Method::Get), "/a/b/c") {
+            Match::WrongMethod(m) => assert_eq!(m, [Method::Post]),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(r.find(Some(Method::Get), "/a/z/c"), Match::Found { route, .. } if route.path == "/a/{x}/c"));
     }
 
     #[test]

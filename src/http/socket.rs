@@ -1,6 +1,7 @@
 //! Socket-level control that tiny_http does not expose: I/O timeouts for every connection, and a handle
-//! on one client's TCP socket when the server must cut it short (oversized bodies) or multiplex it
-//! (WebSocket reads with a short timeout while events are written).
+//! on one client's TCP socket when the server must cut it short (oversized bodies), multiplex it
+//! (WebSocket reads with a short timeout while events are written) or notice that its peer left (an
+//! idle SSE stream, which writes nothing for many seconds).
 //!
 //! Owns no connections: tiny_http keeps owning them. What this module hands out are duplicated file
 //! descriptors of the same socket, so socket options and `shutdown` act on the real connection while
@@ -117,6 +118,18 @@ pub fn find_client_socket(peer: SocketAddr, local_port: u16) -> Option<TcpStream
     None
 }
 
+/// Whether the peer closed or reset the connection, asked without reading from it (`poll` for
+/// `POLLRDHUP`), so bytes the peer sent stay where they are. A client of a stream never closes its
+/// sending side while it still listens, so a half-close counts as gone too.
+pub fn peer_gone(sock: &TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut fds = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLRDHUP, revents: 0 };
+    // SAFETY: `fds` is one valid, initialised `pollfd` that lives across the call, and the count passed
+    // is 1; the descriptor belongs to `sock`, which is borrowed for the call. A zero timeout never blocks.
+    let ready = unsafe { libc::poll(&mut fds, 1, 0) };
+    ready > 0 && fds.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +156,22 @@ mod tests {
         assert!(out.is_empty());
         client.write_all(b"x").unwrap();
         assert!(find_client_socket("127.0.0.1:1".parse().unwrap(), port).is_none());
+    }
+
+    #[test]
+    fn a_peer_that_left_is_seen_without_reading() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (mut accepted, _) = listener.accept().unwrap();
+        client.write_all(b"pending").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!peer_gone(&accepted), "unread bytes are not a hang-up");
+        drop(client);
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(peer_gone(&accepted));
+        let mut left = Vec::new();
+        accepted.read_to_end(&mut left).unwrap();
+        assert_eq!(left, b"pending", "nothing was consumed");
     }
 }
 

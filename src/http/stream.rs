@@ -25,7 +25,7 @@ use tungstenite::{Message, WebSocket};
 
 use super::request::Req;
 use super::response::{ApiError, Reply};
-use super::router::Route;
+use super::router::{schema_ref, Route};
 use super::{AppState, Shared, StreamSettings};
 use crate::hooks::{Catalogue, Envelope, Filter, History};
 
@@ -291,8 +291,13 @@ pub(crate) fn start_broadcaster(shared: Arc<Shared>, history: History) -> Result
 }
 
 /// The stream routes.
-pub fn routes() -> Vec<Route> {
-    let topics = json!({"type": "string"});
+pub fn routes(catalogue: &Catalogue) -> Vec<Route> {
+    let mut labels: Vec<&str> = catalogue.specs().iter().flat_map(|s| [s.name.as_str(), s.ws_topic.as_str()]).collect();
+    labels.sort_unstable();
+    labels.dedup();
+    let topics = json!({"type": "array", "items": {"enum": labels}});
+    let topics_doc = "Hook names or ws_topic labels, repeated or comma-separated (default: all).";
+    let since = json!({"type": "integer", "minimum": 0, "maximum": u64::MAX});
     vec![
         Route::get("/api/modder/hooks/stream", sse)
             .tag("hooks")
@@ -302,15 +307,20 @@ pub fn routes() -> Vec<Route> {
                  `id: <seq>`, `event: <name>`, `data: <envelope JSON>`; a comment line every \
                  `obs.server.sse_keepalive_secs` idle seconds; `event: resync_required` when the client \
                  fell more than `obs.server.stream_buffer` events behind. `Last-Event-ID` (or `since`) \
-                 resumes after that seq.",
+                 resumes after that seq. The response schema describes one event as a client parses it.",
             )
-            .query("topics", topics.clone(), "Comma-separated hook names or ws_topic labels (default: all).")
-            .query("since", json!({"type": "integer", "minimum": 0}), "Resume after this seq.")
-            .header("Last-Event-ID", json!({"type": "string"}), "Resume after this seq (wins over `since`).")
-            .response(200, "An endless `text/event-stream`.", Some(("text/event-stream", json!({"type": "string"}))))
-            .error(422, "Unknown topic or bad `since`.")
+            .query("topics", topics.clone(), topics_doc)
+            .query("since", since.clone(), "Resume after this seq.")
+            .header(
+                "Last-Event-ID",
+                json!({"type": "string", "pattern": "^[0-9]{0,19}$"}),
+                "Resume after this seq (wins over `since`; empty is absent).",
+            )
+            .response(200, "An endless `text/event-stream`.", Some(("text/event-stream", sse_event_schema())))
+            .error(422, "Unknown topic, or a bad `since` or `Last-Event-ID`.")
             .error(503, "Too many stream clients.")
-            .component("HookEnvelope", hook_envelope_schema()),
+            .component("HookEnvelope", hook_envelope_schema())
+            .component("ResyncRequired", resync_schema()),
         Route::get("/api/modder/hooks/ws", ws)
             .tag("hooks")
             .summary("Live hook events over a WebSocket")
@@ -321,15 +331,63 @@ pub fn routes() -> Vec<Route> {
                  hook envelopes, `{\"ping\": true}` after `obs.server.ws_ping_secs` idle seconds, and \
                  `{\"resync_required\": true, \"next_seq\": N}` when the client fell behind.",
             )
-            .query("topics", topics, "Comma-separated hook names or ws_topic labels (default: all).")
-            .query("since", json!({"type": "integer", "minimum": 0}), "Resume after this seq.")
+            .query("topics", topics, topics_doc)
+            .query("since", since, "Resume after this seq.")
             .response(101, "Switching Protocols: the WebSocket stream.", None)
             .error(400, "Not a valid WebSocket handshake.")
             .error(422, "Unknown topic or bad `since`.")
             .error(426, "Upgrade required (plain GET or unsupported WebSocket version).")
             .error(503, "Too many stream clients, or the connection cannot be taken over.")
-            .component("HookEnvelope", hook_envelope_schema()),
+            .component("HookEnvelope", hook_envelope_schema())
+            .component("ResyncRequired", resync_schema()),
     ]
+}
+
+/// One SSE event as a client parses it (`event`, `data`, and `id`, which a client keeps from the last
+/// event that had one), in the form OpenAPI 3.1 tools validate a `text/event-stream` schema against.
+/// Comment lines (the opening line, keepalives, the shutdown notice) carry no data and are no events.
+pub fn sse_event_schema() -> Value {
+    let json_data = |name: &str| json!({"type": "string", "contentMediaType": "application/json", "contentSchema": schema_ref(name)});
+    json!({
+        "oneOf": [
+            {
+                "title": "hook event",
+                "type": "object",
+                "required": ["id", "event", "data"],
+                "additionalProperties": false,
+                "properties": {
+                    "id": {"type": "string", "pattern": "^[1-9][0-9]*$", "description": "The envelope's seq."},
+                    "event": {"type": "string", "description": "The hook name (the envelope's `event`)."},
+                    "data": json_data("HookEnvelope")
+                }
+            },
+            {
+                "title": "resync_required",
+                "type": "object",
+                "required": ["event", "data"],
+                "additionalProperties": false,
+                "properties": {
+                    "id": {"type": "string", "description": "None of its own: the last hook event's, kept by the client."},
+                    "event": {"const": "resync_required"},
+                    "data": json_data("ResyncRequired")
+                }
+            }
+        ]
+    })
+}
+
+/// What a client that fell behind is told, on both streams.
+pub fn resync_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["resync_required", "next_seq"],
+        "additionalProperties": false,
+        "properties": {
+            "resync_required": {"const": true},
+            "next_seq": {"type": "integer", "minimum": 1,
+                "description": "The stream goes on from this seq; what came before it and was not received was dropped."}
+        }
+    })
 }
 
 /// JSON Schema of a history envelope.
@@ -402,6 +460,9 @@ fn sse(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
             ApiError::validation("Last-Event-ID", &format!("expected a sequence number, found {id:?}"))
         })?);
     }
+    // To notice a client that left while the stream is idle (no write fails until the next keepalive,
+    // and until then it holds one of `max_stream_clients`). Without it, the write failing is the sign.
+    let socket = req.remote.and_then(|peer| super::socket::find_client_socket(peer, req.shared.local_addr.port()));
     let subscription = subscribe(req, topics, since)?;
     let keepalive = req.shared.settings.stream.sse_keepalive;
     Ok(Reply::takeover(
@@ -409,7 +470,7 @@ fn sse(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
         Box::new(move |rq, _shared, _state, request_id| {
             let spawned = std::thread::Builder::new()
                 .name("sse-client".into())
-                .spawn(move || run_sse(rq, &subscription, &request_id, keepalive));
+                .spawn(move || run_sse(rq, socket, &subscription, &request_id, keepalive));
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "cannot start an SSE client thread");
             }
@@ -417,7 +478,16 @@ fn sse(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
     ))
 }
 
-fn run_sse(rq: tiny_http::Request, subscription: &Subscription, request_id: &str, keepalive: Duration) {
+/// How often an idle SSE stream looks whether its client is still there.
+const SSE_HANGUP_CHECK: Duration = Duration::from_millis(250);
+
+fn run_sse(
+    rq: tiny_http::Request,
+    socket: Option<TcpStream>,
+    subscription: &Subscription,
+    request_id: &str,
+    keepalive: Duration,
+) {
     let started = Instant::now();
     let mut w = rq.into_writer();
     let head = format!(
@@ -430,7 +500,11 @@ fn run_sse(rq: tiny_http::Request, subscription: &Subscription, request_id: &str
     let mut sent = 0u64;
     let mut last_write = Instant::now();
     loop {
-        let batch = subscription.sub.wait(keepalive.saturating_sub(last_write.elapsed()));
+        let mut wait = keepalive.saturating_sub(last_write.elapsed());
+        if socket.is_some() {
+            wait = wait.min(SSE_HANGUP_CHECK);
+        }
+        let batch = subscription.sub.wait(wait);
         let mut out = String::new();
         if let Some(next) = batch.resync {
             out.push_str(&format!(
@@ -445,6 +519,9 @@ fn run_sse(rq: tiny_http::Request, subscription: &Subscription, request_id: &str
         if batch.closed {
             out.push_str(": server shutting down\n\n");
         } else if out.is_empty() {
+            if socket.as_ref().is_some_and(super::socket::peer_gone) {
+                break;
+            }
             if last_write.elapsed() < keepalive {
                 continue;
             }

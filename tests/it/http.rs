@@ -329,7 +329,8 @@ fn hook_catalogue_history_and_emit() {
     );
     assert_eq!(ok.status, 200, "{}", ok.text());
     assert_eq!(ok.json(), json!({"ok": true, "event": "on_scene_enter", "seq": 1}));
-    let alias = srv.post_json("/api/modder/hooks/test", &json!({"event": "on_choice_render", "data": {"n": 2}}), &[]);
+    let alias =
+        srv.post_json("/api/modder/hooks/test", &json!({"event": "on_choice_render", "payload": {"n": 2}}), &[]);
     assert_eq!(alias.json()["event"], "on_choice_render");
     let defaults = srv.request("POST", "/api/modder/hooks/test", &[], b"");
     assert_eq!(defaults.json()["event"], "on_scene_enter", "{}", defaults.text());
@@ -371,7 +372,9 @@ fn hook_catalogue_history_and_emit() {
     let five = srv.get("/api/modder/hooks/history/?limit=5").json();
     let seqs: Vec<u64> = five["items"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, [19, 20, 21, 22, 23]);
-    assert_eq!(srv.get("/api/modder/hooks/history?limit=999999").json()["items"].as_array().unwrap().len(), 23);
+    assert_eq!(srv.get("/api/modder/hooks/history?limit=1000").json()["items"].as_array().unwrap().len(), 23);
+    let far_below = srv.get("/api/modder/hooks/history?limit=-99999999999999999999").json();
+    assert_eq!(far_below["items"].as_array().unwrap().len(), 1);
     // The file is the source of truth: the CLI sees what the API emitted.
     let tail = env.run(&["hooks", "tail", "-n", "1", "--json"]).ok().json_lines();
     assert_eq!(tail[0]["seq"], 23);
@@ -425,6 +428,93 @@ fn openapi_document_matches_the_router() {
         }
     }
     assert!(count >= 9, "{count}");
+}
+
+/// `GET /assets/register` answered 404 `Asset not found.` (the `/assets/{uid}` route took it, uid
+/// `register`) and `OPTIONS /assets/register` listed `GET, HEAD, POST, DELETE`.
+#[test]
+fn a_literal_path_owns_its_methods_405_and_allow_do_not_come_from_a_uid_route() {
+    let env = TestEnv::new();
+    let srv = Served::start(&env);
+    let r = srv.get("/assets/register");
+    let v = r.envelope(405, "http_405");
+    assert_eq!(r.header("allow"), Some("POST"));
+    assert_eq!(v["details"]["allowed"], json!(["POST"]));
+    for path in ["/assets/register", "/assets/upload", "/assets/upload/"] {
+        let o = srv.request("OPTIONS", path, &[], b"");
+        assert_eq!((o.status, o.header("allow")), (204, Some("POST")), "{path}");
+        srv.request("DELETE", path, &[], b"").envelope(405, "http_405");
+    }
+    // A path that is no literal is still a uid; the uid routes keep their methods.
+    srv.get("/assets/registered").envelope(404, "http_404");
+    let o = srv.request("OPTIONS", "/assets/registered", &[], b"");
+    assert_eq!(o.header("allow"), Some("GET, HEAD, DELETE"));
+}
+
+/// `limit=1001` was clamped to 1000 although the document says at most 1000, and a bad
+/// `include_events` passed when `events=true` came first. Every bound, enum and type the document
+/// gives a query parameter is probed just outside it, on every route: a 422 naming the parameter.
+#[test]
+fn query_values_outside_what_the_document_allows_are_refused_naming_the_parameter() {
+    let env = TestEnv::new();
+    let srv = Served::start(&env);
+    let doc = srv.get("/openapi.json").json();
+    // The WebSocket route checks its handshake first; with one, it gets to the parameters.
+    let handshake = "Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+    let mut probed = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for p in op["parameters"].as_array().into_iter().flatten().filter(|p| p["in"] == "query") {
+                let (name, schema) = (p["name"].as_str().unwrap(), &p["schema"]);
+                let bound = |k: &str| schema[k].as_i64().map(i128::from).or(schema[k].as_u64().map(i128::from));
+                let mut outside: Vec<String> = Vec::new();
+                outside.extend(bound("maximum").map(|m| (m + 1).to_string()));
+                outside.extend(bound("minimum").map(|m| (m - 1).to_string()));
+                if schema["enum"].is_array() || schema["items"]["enum"].is_array() {
+                    outside.push("__not_listed__".into());
+                }
+                match schema["type"].as_str() {
+                    Some("integer") => outside.push("1.5".into()),
+                    Some("boolean") => outside.push("maybe".into()),
+                    _ => {}
+                }
+                for value in outside {
+                    let target = format!("{path}?{name}={value}");
+                    let head =
+                        format!("{} {target} HTTP/1.1\r\nHost: 127.0.0.1:{}\r\n", method.to_uppercase(), srv.port());
+                    let r = srv.raw(format!("{head}{handshake}\r\n").as_bytes());
+                    let v = r.envelope(422, "validation_error");
+                    assert_eq!(v["details"][0]["field"], name, "{method} {target}: {v}");
+                    probed += 1;
+                }
+            }
+        }
+    }
+    assert!(probed >= 20, "only {probed} probes: the document lost its bounds?");
+    let v = srv.get("/api/telemetry/summary?events=true&include_events=maybe").envelope(422, "validation_error");
+    assert_eq!(v["details"][0]["field"], "include_events");
+    // The edges themselves are fine; an empty value is an absent one.
+    for ok in ["/api/modder/hooks/history?limit=1000", "/assets?limit=1000&offset=0", "/api/telemetry/events?limit=200"]
+    {
+        assert_eq!(srv.get(ok).status, 200, "{ok}");
+    }
+    assert_eq!(srv.get("/assets?limit=&offset=").json()["ok"], true);
+}
+
+/// A header value with bytes outside ASCII made tiny_http close the connection without an answer.
+/// Its own refusals are now the envelope, with a request id, like every other failure.
+#[test]
+fn a_request_tiny_http_cannot_read_is_a_400_envelope_not_a_dropped_connection() {
+    let env = TestEnv::new();
+    let srv = Served::start(&env);
+    let mut req = format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nX-Name: ", srv.port()).into_bytes();
+    req.extend_from_slice(b"caf\xc3\xa9\r\nConnection: close\r\n\r\n");
+    let r = srv.raw(&req);
+    let v = r.envelope(400, "http_400");
+    assert!(v["message"].as_str().unwrap().contains("ASCII"), "{v}");
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(srv.get("/health").status, 200);
 }
 
 #[test]

@@ -172,6 +172,102 @@ fn sse_keepalive_and_resync_for_a_client_too_far_behind() {
     }
 }
 
+/// Whether an SSE block fits one branch of the document's event schema: the fields the branch
+/// requires are there and no others, a `const` or `pattern` holds, and the JSON in `data` has the
+/// keys its `contentSchema` requires (and no others where it forbids them).
+fn fits(doc: &Value, branch: &Value, block: &Block) -> Result<(), String> {
+    let fields: Vec<(&str, &str)> = [("id", &block.id), ("event", &block.event), ("data", &block.data)]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+        .collect();
+    let props = branch["properties"].as_object().unwrap();
+    for need in branch["required"].as_array().unwrap() {
+        if !fields.iter().any(|(k, _)| need == k) {
+            return Err(format!("{need} missing"));
+        }
+    }
+    for (k, v) in &fields {
+        let Some(p) = props.get(*k) else { return Err(format!("{k} not in the schema")) };
+        if p.get("const").is_some_and(|c| c != v) {
+            return Err(format!("{k}: {v:?} is not {}", p["const"]));
+        }
+        if p["pattern"] == "^[1-9][0-9]*$"
+            && !(v.starts_with(|c: char| c != '0') && v.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(format!("{k}: {v:?} does not match {}", p["pattern"]));
+        }
+        if p["contentMediaType"] == "application/json" {
+            let data: Value = serde_json::from_str(v).map_err(|e| format!("{k} is not JSON: {e}"))?;
+            let name = p["contentSchema"]["$ref"].as_str().unwrap().rsplit('/').next().unwrap();
+            let schema = &doc["components"]["schemas"][name];
+            let keys: Vec<&String> = data.as_object().unwrap().keys().collect();
+            for need in schema["required"].as_array().unwrap() {
+                if !keys.iter().any(|k| *k == need) {
+                    return Err(format!("{name}: {need} missing in {data}"));
+                }
+            }
+            if schema["additionalProperties"] == false {
+                if let Some(extra) = keys.iter().find(|k| schema["properties"].get(k.as_str()).is_none()) {
+                    return Err(format!("{name}: {extra} not in the schema"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The document described a stream event as `{"type": "string"}` and knew nothing of
+/// `resync_required`. Every event the server sends (hook events, the resync notice) fits exactly one
+/// branch of the documented event schema; comments are no events.
+#[test]
+fn the_documented_sse_event_schema_describes_every_event_sent_resync_included() {
+    let env = TestEnv::new();
+    env.write("config/comfyvn.json", r#"{"obs": {"server": {"stream_buffer": 2}}}"#);
+    for i in 1..=5 {
+        emit(&env, "on_scene_enter", &format!(r#"{{"i": {i}}}"#));
+    }
+    let srv = Served::start(&env);
+    let doc = srv.get("/openapi.json").json();
+    let ok = &doc["paths"]["/api/modder/hooks/stream"]["get"]["responses"]["200"];
+    let branches = ok["content"]["text/event-stream"]["schema"]["oneOf"].as_array().expect("oneOf of event kinds");
+    assert!(branches.iter().any(|b| b["properties"]["event"]["const"] == "resync_required"));
+    let mut s = Sse::connect(&srv, "/api/modder/hooks/stream?since=0", &[]);
+    let mut kinds = Vec::new();
+    for _ in 0..3 {
+        let block = s.next_event();
+        let fitting: Vec<&str> =
+            branches.iter().filter(|b| fits(&doc, b, &block).is_ok()).map(|b| b["title"].as_str().unwrap()).collect();
+        let why: Vec<String> = branches.iter().filter_map(|b| fits(&doc, b, &block).err()).collect();
+        assert_eq!(fitting.len(), 1, "{block:?} fits {fitting:?}; {why:?}");
+        kinds.push(fitting[0]);
+    }
+    assert_eq!(kinds, ["resync_required", "hook event", "hook event"]);
+}
+
+/// A client that went away held its stream slot until a keepalive write failed (up to twice
+/// `obs.server.sse_keepalive_secs`): with `max_stream_clients: 1`, the next client got 503 for 30 s.
+#[test]
+fn a_stream_client_that_left_frees_its_slot_while_the_stream_is_idle() {
+    let env = TestEnv::new();
+    env.write("config/comfyvn.json", r#"{"obs": {"server": {"max_stream_clients": 1}}}"#);
+    let srv = Served::start(&env);
+    for round in 0..3 {
+        // Each time, the client before this one has just hung up; the slot comes back within a few
+        // hang-up checks (250 ms each).
+        let started = Instant::now();
+        let mut s = loop {
+            let s = Sse::connect(&srv, "/api/modder/hooks/stream", &[]);
+            if s.status_line.starts_with("HTTP/1.1 200") {
+                break s;
+            }
+            assert!(s.status_line.starts_with("HTTP/1.1 503"), "{}", s.status_line);
+            assert!(started.elapsed() < Duration::from_secs(3), "round {round}: the slot is still taken after 3 s");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert!(s.next().unwrap().comments[0].contains("hook stream"));
+    }
+}
+
 #[test]
 fn stream_clients_are_bounded_and_shutdown_closes_them() {
     let env = TestEnv::new();

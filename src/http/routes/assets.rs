@@ -190,8 +190,10 @@ pub fn routes() -> Vec<Route> {
     vec![
         a(Route::get("/assets", list))
             .summary("List assets (also answers at /assets/)")
-            .describe("Filters combine with AND and are case-insensitive; results are in path order. Tag filters \
-                require every given tag; license filters accept any of the given licenses.")
+            .describe(
+                "Filters combine with AND and are case-insensitive; results are in path order. Tag filters \
+                require every given tag; license filters accept any of the given licenses.",
+            )
             .query("type", json!({"type": "string"}), "Asset type.")
             .query("tags", json!({"type": "string"}), "Tags, comma-separated or repeated; all must be present.")
             .query("tag", json!({"type": "string"}), "Alias of `tags`.")
@@ -204,7 +206,11 @@ pub fn routes() -> Vec<Route> {
                 json!({"type": "integer", "minimum": 1, "maximum": LIST_MAX, "default": LIST_DEFAULT}),
                 "Page size.",
             )
-            .query("offset", json!({"type": "integer", "minimum": 0, "default": 0}), "Matches to skip.")
+            .query(
+                "offset",
+                json!({"type": "integer", "minimum": 0, "maximum": u64::MAX, "default": 0}),
+                "Matches to skip.",
+            )
             .ok(json!({"type": "object", "required": ["ok", "items", "total"], "properties": {
                 "ok": {"const": true},
                 "items": {"type": "array", "items": record},
@@ -225,35 +231,50 @@ pub fn routes() -> Vec<Route> {
             .error(404, "Asset not found."),
         a(Route::get("/assets/{uid}/download", download))
             .summary("The asset's bytes")
-            .describe("Streams the file with Content-Disposition: attachment. Refused with 451 when the license is \
+            .describe(
+                "Streams the file with Content-Disposition: attachment. Refused with 451 when the license is \
                 denied by obs.audit.licenses (or missing while `require` is true), or when \
-                obs.audit.require_provenance is true and the asset has no provenance.source.")
+                obs.audit.require_provenance is true and the asset has no provenance.source.",
+            )
             .path_param("uid", "The asset's stable uid.")
             .response(
                 200,
                 "The file, as stored.",
-                Some(("application/octet-stream", json!({"type": "string", "contentMediaType": "application/octet-stream"}))),
+                Some((
+                    "application/octet-stream",
+                    json!({"type": "string", "contentMediaType": "application/octet-stream"}),
+                )),
             )
             .error(404, "Asset not found, or its file is missing.")
             .error(451, "Unavailable for legal reasons: license or provenance policy."),
         a(Route::post("/assets/register", register))
             .summary("Register a file (copied into the assets root by default)")
-            .describe("`path` is a file on the server (absolute, or relative to the server's working directory). \
+            .describe(
+                "`path` is a file on the server (absolute, or relative to the server's working directory). \
                 With `copy` (default) it is copied to `dest_path` (default `<asset_type>/<file name>`) under the \
                 assets root; without, it must already be inside the assets root. `metadata` keys `tags`, \
-                `license` and `provenance` fill those sidecar fields; the rest goes to `meta`.")
+                `license` and `provenance` fill those sidecar fields; the rest goes to `meta`.",
+            )
             .json_body(
                 json!({"type": "object", "required": ["path"], "properties": {
-                    "path": {"type": "string"},
-                    "asset_type": {"type": "string", "default": "generic"},
-                    "dest_path": {"type": "string", "description": "Relative to the assets root; no `..`, not absolute."},
-                    "metadata": {"type": "object"},
-                    "copy": {"type": "boolean", "default": true}}}),
+                    "path": {"type": "string", "pattern": "\\S"},
+                    "asset_type": {"type": ["string", "null"], "default": "generic"},
+                    "dest_path": {"type": ["string", "null"],
+                        "description": "Relative to the assets root; no `..`, not absolute."},
+                    "metadata": {"type": ["object", "null"], "properties": {
+                        "tags": {"anyOf": [{"type": "array", "items": {"type": "string"}}, {"type": ["string", "null"],
+                            "description": "Comma-separated."}]},
+                        "license": {"type": ["string", "null"]},
+                        "provenance": {"type": ["object", "null"]}}},
+                    "copy": {"type": ["boolean", "null"], "default": true}}}),
                 true,
             )
             .ok(one.clone())
-            .error(400, "Bad `dest_path` (absolute, `..`, through a symbolic link, a sidecar name) or a source that \
-                cannot be registered.")
+            .error(
+                400,
+                "Bad `dest_path` (absolute, `..`, through a symbolic link, a sidecar name) or a source that \
+                cannot be registered.",
+            )
             .error(404, "Source file does not exist.")
             .error(
                 409,
@@ -262,10 +283,12 @@ pub fn routes() -> Vec<Route> {
             ),
         a(Route::post("/assets/upload", upload))
             .summary("Upload and register a file (multipart/form-data)")
-            .describe("Fields: `file` (required), `asset_type` (default `generic`), `dest_path` (default \
+            .describe(
+                "Fields: `file` (required), `asset_type` (default `generic`), `dest_path` (default \
                 `<asset_type>/<file name>`), `metadata` (a JSON object as a string). The file is streamed to a \
                 temp file inside the assets root and renamed into place, so a failed or cut upload leaves \
-                nothing behind.")
+                nothing behind.",
+            )
             .upload_body(json!({"type": "object", "required": ["file"], "properties": {
                 "file": {"type": "string", "contentMediaType": "application/octet-stream"},
                 "asset_type": {"type": "string", "default": "generic"},

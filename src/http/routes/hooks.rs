@@ -1,12 +1,13 @@
 //! The modder hook routes: the catalogue (`GET /api/modder/hooks`), the history read from the tail of
 //! the JSONL file (`GET /api/modder/hooks/history`), and emitting (`POST /api/modder/hooks/emit`,
 //! alias `/test`). Webhook registration is in `webhooks.rs`; the catalogue lists the registrations
-//! (secrets masked) and the dev plugin host's status as the host last wrote it.
+//! (secrets masked) and the dev plugin host's status as the host last wrote it. The document lists the
+//! catalogue's event names where a route takes one, so it is built from the catalogue the server loaded.
 
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::hooks::{EmitError, Filter, HookSpec};
+use crate::hooks::{Catalogue, EmitError, Filter, HookSpec};
 use crate::http::router::{schema_ref, Route};
 use crate::http::{ApiError, AppState, Reply, Req};
 
@@ -15,14 +16,21 @@ const CATALOGUE_HISTORY: usize = 15;
 const HISTORY_DEFAULT: i64 = 25;
 const HISTORY_MAX: i64 = 1000;
 
-pub fn routes() -> Vec<Route> {
+/// The catalogue's event names, in catalogue order: the values a route taking an event name accepts.
+pub fn event_names(catalogue: &Catalogue) -> Vec<Value> {
+    catalogue.specs().iter().map(|s| Value::String(s.name.clone())).collect()
+}
+
+pub fn routes(known: &Catalogue) -> Vec<Route> {
     let envelopes = json!({"type": "array", "items": schema_ref("HookEnvelope")});
+    let mut event = event_names(known);
+    event.extend([json!(""), Value::Null]);
     let emit_body = json!({
         "type": "object",
         "properties": {
-            "event": {"type": "string", "default": "on_scene_enter", "description": "A hook name from the catalogue."},
-            "payload": {"type": "object", "description": "The event data (default {})."},
-            "data": {"type": "object", "description": "Alias of `payload`."}
+            "event": {"enum": event, "default": "on_scene_enter",
+                "description": "A hook name from the catalogue; empty or null means `on_scene_enter`."},
+            "payload": {"type": ["object", "null"], "description": "The event data; absent or null means {}."}
         }
     });
     let emitted = json!({
@@ -78,12 +86,12 @@ pub fn routes() -> Vec<Route> {
             .summary("The last hook envelopes, oldest first")
             .query(
                 "limit",
-                json!({"type": "integer", "default": HISTORY_DEFAULT, "minimum": 1, "maximum": HISTORY_MAX}),
-                "How many (below 1 means 1; capped at 1000).",
+                json!({"type": "integer", "default": HISTORY_DEFAULT, "maximum": HISTORY_MAX}),
+                "How many, at most 1000; below 1 means 1 (as the original).",
             )
             .ok(json!({"type": "object", "required": ["ok", "items"],
                 "properties": {"ok": {"const": true}, "items": envelopes}}))
-            .error(422, "`limit` is not an integer.")
+            .error(422, "`limit` is not an integer, or above 1000.")
             .component("HookEnvelope", crate::http::stream::hook_envelope_schema()),
         emit("/api/modder/hooks/emit", "Emit a hook event"),
         emit("/api/modder/hooks/test", "Emit a hook event (alias of /emit, the original's name)"),
@@ -122,32 +130,28 @@ fn webhook_listing(state: &AppState) -> Result<Value, ApiError> {
 }
 
 fn history(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
-    let limit = req.query_int("limit", HISTORY_DEFAULT, 1, HISTORY_MAX)? as usize;
+    let limit = req.query_int_floored("limit", HISTORY_DEFAULT, 1, HISTORY_MAX)? as usize;
     let items = state.bus.history.tail(limit, &Filter::default())?;
     Ok(Reply::json(&json!({"ok": true, "items": items})))
 }
 
+/// The original's body: `event` and `payload`; other keys are ignored, as it ignored them.
 #[derive(Debug, Default, Deserialize)]
 struct EmitBody {
     event: Option<String>,
     payload: Option<Value>,
-    data: Option<Value>,
 }
 
 fn emit(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
     let body: EmitBody = req.json_opt()?.unwrap_or_default();
-    let event = body.event.filter(|e| !e.trim().is_empty()).unwrap_or_else(|| "on_scene_enter".to_string());
-    let (field, data) = match (body.payload, body.data) {
-        (Some(_), Some(_)) => return Err(ApiError::validation("payload", "give either `payload` or `data`, not both")),
-        (Some(p), None) => ("payload", p),
-        (None, Some(d)) => ("data", d),
-        (None, None) => ("payload", json!({})),
-    };
-    let data = if data.is_null() { json!({}) } else { data };
+    let event = body.event.filter(|e| !e.is_empty()).unwrap_or_else(|| "on_scene_enter".to_string());
+    let data = body.payload.filter(|p| !p.is_null()).unwrap_or_else(|| json!({}));
     state.bus.validate(&event, &data).map_err(|e| match e {
         EmitError::UnknownEvent(name) => ApiError::bad_request("unsupported event")
             .with_details(json!({"event": name, "hint": "GET /api/modder/hooks lists the events"})),
-        EmitError::NotAnObject(kind) => ApiError::validation(field, &format!("expected a JSON object, found {kind}")),
+        EmitError::NotAnObject(kind) => {
+            ApiError::validation("payload", &format!("expected a JSON object, found {kind}"))
+        }
     })?;
     let envelope = state.bus.history.append(&event, data)?;
     // Telemetry samples explicitly emitted hooks (when opted in), as `hooks emit` does; a telemetry

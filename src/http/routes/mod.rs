@@ -16,14 +16,16 @@ pub mod webhooks;
 
 use super::router::Route;
 use super::ServeSettings;
+use crate::hooks::Catalogue;
 
-/// Every route the server answers, in registration order.
-pub fn table(settings: &ServeSettings) -> Vec<Route> {
+/// Every route the server answers, in registration order. The catalogue is the one the server
+/// serves: routes that take an event name document its names.
+pub fn table(settings: &ServeSettings, catalogue: &Catalogue) -> Vec<Route> {
     let mut routes = Vec::new();
     routes.extend(health::routes());
-    routes.extend(hooks::routes());
-    routes.extend(webhooks::routes());
-    routes.extend(super::stream::routes());
+    routes.extend(hooks::routes(catalogue));
+    routes.extend(webhooks::routes(catalogue));
+    routes.extend(super::stream::routes(catalogue));
     routes.extend(audit::routes());
     routes.extend(telemetry::routes());
     routes.extend(crashes::routes());

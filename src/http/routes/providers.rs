@@ -36,7 +36,7 @@ pub fn routes() -> Vec<Route> {
             .error(404, "provider not found"),
         p(Route::get("/api/providers/quota", quota))
             .summary("A provider's quota (its quota_url), masked")
-            .query_required("id", json!({"type": "string"}), "The provider.")
+            .query_required("id", json!({"type": "string", "pattern": "\\S"}), "The provider.")
             .ok(json!({"type": "object", "required": ["ok", "provider_id"], "properties": {
                 "ok": {"type": "boolean"}, "quota": {"type": "object"}, "latency_ms": {"type": "integer"},
                 "endpoint": {"type": "string"}, "provider_id": {"type": "string"}, "error": {"type": "string",

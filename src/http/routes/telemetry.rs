@@ -162,9 +162,9 @@ pub fn routes() -> Vec<Route> {
             )
             .json_body(
                 json!({"type": "object", "properties": {
-                    "crash": {"type": "boolean", "default": false},
-                    "diagnostics": {"type": "boolean", "default": false},
-                    "dry_run": {"type": "boolean", "default": false}}}),
+                    "crash": {"type": ["boolean", "null"], "default": false},
+                    "diagnostics": {"type": ["boolean", "null"], "default": false},
+                    "dry_run": {"type": ["boolean", "null"], "default": false, "description": "Null is false."}}}),
                 false,
             )
             .ok(json!({
@@ -187,7 +187,8 @@ pub fn routes() -> Vec<Route> {
             .summary("Count a feature use")
             .json_body(
                 json!({"type": "object", "required": ["feature"], "properties": {
-                    "feature": {"type": "string", "minLength": 1}, "variant": {"type": "string"}}}),
+                    "feature": {"type": "string", "pattern": "\\S", "description": "Not blank."},
+                    "variant": {"type": ["string", "null"]}}}),
                 true,
             )
             .ok(recorded.clone()),
@@ -206,9 +207,9 @@ pub fn routes() -> Vec<Route> {
             .describe("The event name is lower-cased; the payload is anonymised before it is stored.")
             .json_body(
                 json!({"type": "object", "required": ["event"], "properties": {
-                    "event": {"type": "string", "minLength": 1},
-                    "payload": {"type": "object", "default": {}},
-                    "category": {"type": "string", "default": "custom"}}}),
+                    "event": {"type": "string", "pattern": "\\S", "description": "Not blank."},
+                    "payload": {"type": ["object", "null"], "default": {}},
+                    "category": {"type": ["string", "null"], "default": "custom"}}}),
                 true,
             )
             .ok(recorded),
@@ -369,8 +370,9 @@ fn events(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
 }
 
 fn summary(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
-    let events = req.query_bool("events")? || req.query_bool("include_events")?;
-    answer(state.telemetry.with(|t| t.summary(events)))
+    // Both are parsed: a bad alias is refused even when `events` already says yes.
+    let (events, alias) = (req.query_bool("events")?, req.query_bool("include_events")?);
+    answer(state.telemetry.with(|t| t.summary(events || alias)))
 }
 
 fn diagnostics(state: &AppState, _req: &mut Req<'_>) -> Result<Reply, ApiError> {

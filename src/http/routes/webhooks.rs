@@ -5,18 +5,35 @@
 use serde_json::{json, Value};
 
 use crate::hooks::webhook::{self, WebhookError};
+use crate::hooks::Catalogue;
 use crate::http::router::Route;
 use crate::http::{ApiError, AppState, Reply, Req};
 
-pub fn routes() -> Vec<Route> {
+/// Event patterns the document describes as globs: a `*` or `?` and none of the other glob syntax.
+/// The server also takes `[…]` classes and `{a,b}` alternatives, and refuses globs that do not compile
+/// (`a**`) with a 400; no regular expression states that exactly.
+const GLOB_PATTERN: &str = r"^[^\[\]{}\\]*[*?][^\[\]{}\\]*$";
+
+pub fn routes(catalogue: &Catalogue) -> Vec<Route> {
     let body = json!({
         "type": "object",
         "required": ["event", "url"],
         "properties": {
-            "event": {"type": "string", "description": "A catalogue event, `*`, or a glob such as `on_asset_*`."},
-            "url": {"type": "string", "description": "An http:// or https:// URL."},
+            "event": {"anyOf": [{"enum": super::hooks::event_names(catalogue)}, {"type": "string", "pattern": GLOB_PATTERN}],
+                "description": "A catalogue event, `*`, or a glob such as `on_asset_*`."},
+            "url": {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s/?#]+([/?#]\\S*)?$",
+                "description": "An absolute http:// or https:// URL."},
             "secret": {"type": ["string", "null"], "description": "Signs deliveries (X-Comfy-Signature and the \
-                Standard Webhooks headers). Without one, deliveries are unsigned."}
+                Standard Webhooks headers). Without one (or empty, or null), deliveries are unsigned. A `whsec_` \
+                secret must be base64 after the prefix."}
+        }
+    });
+    let remove_body = json!({
+        "type": "object",
+        "required": ["url"],
+        "properties": {
+            "event": {"type": ["string", "null"], "description": "The registration's event pattern."},
+            "url": {"type": "string", "pattern": "\\S", "description": "The registration's URL."}
         }
     });
     let listing = json!({"type": "object", "description": "The registration with its secret masked.",
@@ -37,7 +54,7 @@ pub fn routes() -> Vec<Route> {
         Route::delete("/api/modder/hooks/webhooks", remove)
             .tag("hooks")
             .summary("Remove a webhook registration")
-            .json_body(body, true)
+            .json_body(remove_body, true)
             .ok(json!({"type": "object", "required": ["ok", "removed"], "properties": {
                 "ok": {"const": true}, "removed": {"type": "boolean", "description": "False when there was none."}}}))
             .error(400, "`webhook url required`, or a malformed body."),

@@ -195,6 +195,27 @@ pub struct AcceptHooks {
     pub prepare: Box<dyn Fn(&std::net::TcpStream) -> IoResult<()> + Send + Sync>,
     /// Called on each accept error; returns the pause before the next `accept`.
     pub on_error: Box<dyn Fn(&IoError) -> Duration + Send + Sync>,
+    /// Builds the answers the server gives on its own, before a request reaches the caller: 400 (a
+    /// request line or header that cannot be read), 408 (no request within the read timeout), 417
+    /// (an unknown `Expect`) and 505 (an HTTP version above 1.1).
+    pub refusal: Refusal,
+    /// How long a request's line and headers may take to arrive, from their first byte. A read
+    /// timeout set in `prepare` bounds each read, not a head trickled a byte at a time; past this,
+    /// the request is refused with 408 and the connection closed. `None`: no limit (upstream).
+    pub head_timeout: Option<Duration>,
+}
+
+/// See [`AcceptHooks::refusal`].
+pub type Refusal = Arc<dyn Fn(StatusCode) -> Response<std::io::Cursor<Vec<u8>>> + Send + Sync>;
+
+/// Upstream's answers: empty, except the text of the 505.
+fn default_refusal(status: StatusCode) -> Response<std::io::Cursor<Vec<u8>>> {
+    let body = if status == StatusCode(505) {
+        "This server only supports HTTP versions 1.0 and 1.1"
+    } else {
+        ""
+    };
+    Response::from_string(body).with_status_code(status)
 }
 
 impl Default for AcceptHooks {
@@ -202,6 +223,8 @@ impl Default for AcceptHooks {
         AcceptHooks {
             prepare: Box::new(|_| Ok(())),
             on_error: Box::new(|_| Duration::from_millis(50)),
+            refusal: Arc::new(default_refusal),
+            head_timeout: None,
         }
     }
 }
@@ -275,7 +298,7 @@ impl Server {
         hooks: AcceptHooks,
     ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
         let listener = listener.into();
-        let AcceptHooks { prepare, on_error } = hooks;
+        let AcceptHooks { prepare, on_error, refusal, head_timeout } = hooks;
         // building the "close" variable
         let close_trigger = Arc::new(AtomicBool::new(false));
 
@@ -358,7 +381,7 @@ impl Server {
                             Some(ref _ssl) => unreachable!(),
                         };
 
-                        Ok(ClientConnection::new(write_closable, read_closable))
+                        Ok(ClientConnection::new(write_closable, read_closable, refusal.clone(), head_timeout))
                     }
                     Err(e) => Err(e),
                 };

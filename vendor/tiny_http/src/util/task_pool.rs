@@ -69,7 +69,10 @@ impl TaskPool {
     pub fn spawn(&self, code: Box<dyn FnMut() + Send>) {
         let mut queue = self.sharing.todo.lock().unwrap();
 
-        if self.sharing.waiting_tasks.load(Ordering::Acquire) == 0 {
+        // comfyvn-obs patch: a thread woken for a queued task still counts as waiting until it takes
+        // it, so "any thread waiting" let a burst of connections queue behind busy threads (and wait,
+        // unread, until a connection ended). Each queued task needs a waiting thread of its own.
+        if queue.len() >= self.sharing.waiting_tasks.load(Ordering::Acquire) {
             self.add_thread(Some(code));
         } else {
             queue.push_back(code);
