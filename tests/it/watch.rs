@@ -659,3 +659,43 @@ fn git_checkout_while_watching_leaves_the_work_tree_clean() {
         w.stderr()
     );
 }
+
+/// Editors' temp and backup files are not assets: one JetBrains safe-write (`x___jb_tmp___` written,
+/// the original renamed to `x___jb_old___`, the temp renamed over it, the old one deleted) is one
+/// modification, not nine events with a false removal; Emacs autosaves and vim's `4913` probe are
+/// never registered.
+#[test]
+fn editor_temp_files_are_ignored_and_a_jetbrains_save_is_one_modification() {
+    let env = TestEnv::new();
+    let mut w = Watcher::ready(&env, &[]);
+    env.write("assets/scenes/scene.json", b"{\"v\": 1}");
+    w.wait_for(&env, "registration", is("on_asset_registered", "scenes/scene.json"));
+    barrier(&mut w, &env, "marker0.txt");
+    let start = last_seq(&env);
+    let dir = env.path("assets/scenes");
+    std::fs::write(dir.join("scene.json___jb_tmp___"), b"{\"v\": 2}").unwrap();
+    std::fs::rename(dir.join("scene.json"), dir.join("scene.json___jb_old___")).unwrap();
+    std::fs::rename(dir.join("scene.json___jb_tmp___"), dir.join("scene.json")).unwrap();
+    std::fs::remove_file(dir.join("scene.json___jb_old___")).unwrap();
+    std::fs::write(dir.join("#scene.json#"), b"autosave").unwrap();
+    std::fs::write(dir.join("4913"), b"").unwrap();
+    barrier_after(&mut w, &env, "marker1.txt", 2000);
+    let events: Vec<(String, String)> = history(&env)
+        .iter()
+        .filter(|e| e["seq"].as_u64() > Some(start) && !e["event"].as_str().unwrap().starts_with("obs."))
+        .map(|e| {
+            let path = e["data"]["path"].as_str().or(e["data"]["rel_path"].as_str()).unwrap_or("").to_string();
+            (e["event"].as_str().unwrap().to_string(), path)
+        })
+        .filter(|(_, p)| !p.starts_with("marker"))
+        .collect();
+    let expected: Vec<(String, String)> = [("on_asset_sidecar_written", "scenes/scene.json"), ("on_asset_meta_updated", "scenes/scene.json")]
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    assert_eq!(events, expected);
+    assert_eq!(sidecar(&env, "scenes/scene.json")["hash"], sha(b"{\"v\": 2}"));
+    for name in ["#scene.json#", "4913"] {
+        assert!(!dir.join(format!("{name}.asset.json")).exists(), "{name} got a sidecar");
+    }
+}
