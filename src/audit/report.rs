@@ -132,9 +132,12 @@ impl Report {
         }
     }
 
-    /// 0 when passed, 1 otherwise (2 is for the tool failing, decided by the caller).
+    /// 0 when passed, 1 otherwise; 2 when a `--fix` write failed (the tool could not do what was asked: a full disk, a read-only
+    /// folder), whatever `--fail-on` says, so CI can tell findings from tool failure.
     pub fn exit_code(&self) -> ExitCode {
-        if self.summary.passed {
+        if self.summary.failed_changes > 0 {
+            ExitCode::Error
+        } else if self.summary.passed {
             ExitCode::Success
         } else {
             ExitCode::Failure

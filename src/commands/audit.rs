@@ -147,10 +147,15 @@ pub fn run(ctx: &Ctx, args: AuditArgs) -> Result<ExitCode> {
         sidecars: scan.sidecar_count(),
     };
     let report = Report::new(report_ctx, findings, changes, scan.skipped.clone());
-    if !dry_run {
-        save_latest(ctx, &scan, &report)?;
-    }
+    // The report is printed even when `latest.json` cannot be written; that failure then makes the
+    // exit code 2, after the report.
+    let saved = if dry_run { Ok(()) } else { save_latest(ctx, &scan, &report) };
     output::print(&format::render(&report, settings.format))?;
+    if let Err(e) = saved {
+        std::mem::forget(scan);
+        std::mem::forget(cache);
+        return Err(e.context("the report above could not be saved"));
+    }
     // The process exits right after this command: freeing the scan and the cache (about 100,000
     // small allocations for a 20,000-file tree) one by one would only delay the exit.
     std::mem::forget(scan);

@@ -196,3 +196,26 @@ fn the_webhook_worker_on_a_full_disk_loses_nothing_and_delivers_when_space_retur
         serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("torn outbox line ({e}): {line}"));
     }
 }
+
+/// `audit` on a full disk: the report is always printed; a `--fix` that could not write, or a report
+/// that could not be saved, exits 2 (the tool failed), never 1 (findings), whatever `--fail-on` says.
+#[test]
+fn audit_on_a_full_disk_prints_its_report_and_exits_2() {
+    let env = TestEnv::new();
+    let Some(disk) = Tmpfs::mount(&env.path("assets"), "256k") else { return };
+    env.write("assets/bg/a.png", "aaaa");
+    let _filler = disk.fill();
+    let fix = env.run(&["audit", "--fix", "--fail-on", "never"]);
+    assert_eq!(fix.code, 2, "stdout:\n{}\nstderr:\n{}", fix.stdout, fix.stderr);
+    assert!(fix.stdout.contains("bg/a.png"), "the report names the file: {}", fix.stdout);
+    assert!(fix.stdout.contains("No space left on device"), "and why its write failed: {}", fix.stdout);
+
+    let env = TestEnv::new();
+    env.write("assets/bg/a.png", "aaaa");
+    let Some(logs) = Tmpfs::mount(&env.path("logs/audit"), "64k") else { return };
+    let _filler = logs.fill();
+    let plain = env.run(&["audit"]);
+    assert_eq!(plain.code, 2, "stdout:\n{}\nstderr:\n{}", plain.stdout, plain.stderr);
+    assert!(plain.stdout.contains("missing-sidecar"), "the report is printed: {}", plain.stdout);
+    assert!(plain.stderr.contains("latest.json") && plain.stderr.contains("could not be saved"), "{}", plain.stderr);
+}

@@ -689,10 +689,11 @@ fn editor_temp_files_are_ignored_and_a_jetbrains_save_is_one_modification() {
         })
         .filter(|(_, p)| !p.starts_with("marker"))
         .collect();
-    let expected: Vec<(String, String)> = [("on_asset_sidecar_written", "scenes/scene.json"), ("on_asset_meta_updated", "scenes/scene.json")]
-        .iter()
-        .map(|(a, b)| (a.to_string(), b.to_string()))
-        .collect();
+    let expected: Vec<(String, String)> =
+        [("on_asset_sidecar_written", "scenes/scene.json"), ("on_asset_meta_updated", "scenes/scene.json")]
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
     assert_eq!(events, expected);
     assert_eq!(sidecar(&env, "scenes/scene.json")["hash"], sha(b"{\"v\": 2}"));
     for name in ["#scene.json#", "4913"] {
