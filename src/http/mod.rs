@@ -308,7 +308,7 @@ fn handle(shared: &Arc<Shared>, state: &Arc<AppState>, mut rq: tiny_http::Reques
     let mut reply = match result {
         Ok(reply) => reply,
         Err(mut err) => {
-            if err.status >= 500 && err.code == "internal_error" {
+            if err.status >= 500 && err.source.is_some() {
                 let error_id = crate::digest::random_hex8();
                 if let Some(source) = &err.source {
                     tracing::error!(error_id = %error_id, request_id = %request_id, method = %method,

@@ -26,7 +26,7 @@ pub fn error_envelope_schema() -> Value {
         "required": ["ok", "code", "message", "request_id"],
         "properties": {
             "ok": {"const": false},
-            "code": {"type": "string", "description": "`http_<status>`, `validation_error` or `internal_error`.",
+            "code": {"type": "string", "description": "`http_<status>`, `validation_error`, `internal_error`, `insufficient_storage` or `storage_unavailable`.",
                 "examples": ["http_404", "validation_error", "internal_error"]},
             "message": {"type": "string"},
             "details": {"type": ["object", "array"],
@@ -155,6 +155,10 @@ fn operation(route: &Route) -> Value {
         op.insert("security".into(), json!([{}, {"bearerAuth": []}]));
     }
     add_error(500, "internal_error: details.error_id matches the server log.");
+    if route.state_changing {
+        add_error(503, "storage_unavailable: a folder the server writes is read-only or refused (Retry-After).");
+        add_error(507, "insufficient_storage: the server's disk is full; the message names the file.");
+    }
     responses.insert(
         "default".into(),
         json!({"description": "Any other error (403 Host not allowed, 404, 405, 413 …).",

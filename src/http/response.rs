@@ -208,8 +208,33 @@ impl ApiError {
     }
 
     /// 500 `internal_error`; the cause is logged with the error id, not sent.
+    /// A handler's failure. A full disk is 507 `insufficient_storage`, a read-only or refused folder
+    /// 503 `storage_unavailable` (with `Retry-After`), both saying which file; anything else is an
+    /// opaque 500 `internal_error` (the cause goes to the log).
     pub fn internal(err: anyhow::Error) -> ApiError {
-        ApiError { code: "internal_error".into(), source: Some(err), ..ApiError::new(500, "internal server error") }
+        let os = err.chain().find_map(|c| c.downcast_ref::<std::io::Error>()).and_then(std::io::Error::raw_os_error);
+        const ENOSPC: i32 = 28;
+        const EDQUOT: i32 = 122;
+        const EROFS: i32 = 30;
+        const EACCES: i32 = 13;
+        const EPERM: i32 = 1;
+        let (status, code, what) = match os {
+            Some(ENOSPC | EDQUOT) => (507, "insufficient_storage", "no space left on the server's disk"),
+            Some(EROFS | EACCES | EPERM) => (503, "storage_unavailable", "the server cannot write its files"),
+            _ => {
+                return ApiError {
+                    code: "internal_error".into(),
+                    source: Some(err),
+                    ..ApiError::new(500, "internal server error")
+                }
+            }
+        };
+        let message = format!("{what}: {err:#}");
+        let mut e = ApiError { code: code.into(), source: Some(err), ..ApiError::new(status, &message) };
+        if status == 503 {
+            e = e.with_header("Retry-After", "30");
+        }
+        e
     }
 
     pub fn with_details(mut self, details: Value) -> ApiError {

@@ -219,3 +219,25 @@ fn audit_on_a_full_disk_prints_its_report_and_exits_2() {
     assert!(plain.stdout.contains("missing-sidecar"), "the report is printed: {}", plain.stdout);
     assert!(plain.stderr.contains("latest.json") && plain.stderr.contains("could not be saved"), "{}", plain.stderr);
 }
+
+/// The API on a full disk answers 507 `insufficient_storage` naming the file, not an opaque 500, and
+/// works again once space returns.
+#[test]
+fn the_api_on_a_full_disk_answers_507_and_recovers() {
+    let env = TestEnv::new();
+    let served = crate::http::Served::start(&env);
+    let Some(disk) = Tmpfs::mount(&env.path("logs/hooks"), "64k") else { return };
+    let body = json!({"event": "on_scene_enter", "payload": {"i": 1}});
+    assert_eq!(served.post_json("/api/modder/hooks/emit", &body, &[]).status, 200);
+    let filler = disk.fill();
+    // Bigger than the free end of the history file's last page.
+    let big = json!({"event": "on_scene_enter", "payload": {"pad": "x".repeat(16384)}});
+    let full = served.post_json("/api/modder/hooks/emit", &big, &[]);
+    assert_eq!(full.status, 507, "{full:?}");
+    let v: Value = full.json();
+    assert_eq!(v["code"], "insufficient_storage");
+    assert!(v["message"].as_str().unwrap().contains("history.jsonl"), "{v}");
+    std::fs::remove_file(filler).unwrap();
+    assert_eq!(served.post_json("/api/modder/hooks/emit", &body, &[]).status, 200);
+    assert_eq!(served.get("/health").status, 200);
+}
