@@ -61,7 +61,11 @@ pub struct RegisterArgs {
     /// The license, an SPDX expression (e.g. CC-BY-4.0, "MIT OR Apache-2.0").
     #[arg(long, value_name = "L")]
     pub license: Option<String>,
-    /// Extra metadata, a JSON object merged into the sidecar's `meta`.
+    /// Where the file came from (a URL or a note), recorded as the sidecar's `provenance.source`.
+    #[arg(long, value_name = "TEXT")]
+    pub provenance_source: Option<String>,
+    /// Metadata, a JSON object read as the API's `metadata`: `tags`, `license` and `provenance` go
+    /// to those sidecar fields, other keys into `meta`.
     #[arg(long, value_name = "JSON")]
     pub meta: Option<String>,
     /// Copy a file from outside the assets root in (to --dest, default TYPE/FILENAME).

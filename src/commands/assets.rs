@@ -162,21 +162,16 @@ fn register(ctx: &Ctx, registry: &Registry, args: RegisterArgs) -> Result<ExitCo
     let inside = absolute(&args.path).starts_with(absolute(registry.root()));
     let outcome = if inside && !args.copy {
         let rel = registry.locate(&args.path)?;
-        let opts = options(&args, meta, "register");
+        let opts = options(&args, meta, "register")?;
         registry.register(&rel, &opts, &taken)?
     } else if args.copy {
         let name = args.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         let dest = match &args.dest {
             Some(d) => RelPath::parse(d)?,
-            None => {
-                let ty = match &args.asset_type {
-                    Some(t) => t.clone(),
-                    None => registry::sidecar::derive_type(&RelPath::parse(&name)?),
-                };
-                RelPath::parse(&format!("{ty}/{name}"))?
-            }
+            None => registry::copy_destination(args.asset_type.as_deref(), &name)
+                .map_err(|why| hinted(why, "give --dest REL"))?,
         };
-        let opts = options(&args, meta, "copy");
+        let opts = options(&args, meta, "copy")?;
         registry.import(&args.path, &dest, &opts, &taken)?
     } else {
         return Err(hinted(
@@ -205,15 +200,22 @@ fn absolute(p: &Path) -> std::path::PathBuf {
     out
 }
 
-fn options(args: &RegisterArgs, meta: Map<String, Value>, origin: &str) -> RegisterOptions {
-    RegisterOptions {
-        asset_type: args.asset_type.clone(),
-        tags: args.tags.clone(),
-        license: args.license.clone(),
-        origin: Some(origin.to_string()),
-        meta,
-        provenance: Map::new(),
+/// `--meta` read as the API reads `metadata` (the registry's rule), then the flags on top: `--tag`s
+/// are added, `--license` and `--provenance-source` win.
+fn options(args: &RegisterArgs, meta: Map<String, Value>, origin: &str) -> Result<RegisterOptions> {
+    let mut opts = RegisterOptions::from_metadata(meta, args.asset_type.clone(), origin)
+        .map_err(|(field, why)| anyhow!("--meta: {}: {why}", field.trim_start_matches("metadata.")))?;
+    opts.tags.extend(args.tags.iter().cloned());
+    if let Some(l) = &args.license {
+        opts.license = Some(l.clone());
     }
+    if let Some(l) = &opts.license {
+        check_spdx(l)?;
+    }
+    if let Some(src) = &args.provenance_source {
+        opts.provenance.insert("source".into(), Value::String(src.clone()));
+    }
+    Ok(opts)
 }
 
 fn edit(ctx: &Ctx, registry: &Registry, arg: &str, patch: &MetaPatch) -> Result<ExitCode> {

@@ -69,6 +69,73 @@ pub struct RegisterOptions {
     pub provenance: Map<String, Value>,
 }
 
+impl RegisterOptions {
+    /// Options from a `metadata` object, as the API's `metadata` and the CLI's `--meta` give it:
+    /// `tags` (a list, or a comma-separated string), `license` and `provenance` go to their sidecar
+    /// fields, everything else into `meta`. An error names the field (`metadata.tags`) and says what
+    /// was expected.
+    pub fn from_metadata(
+        metadata: Map<String, Value>,
+        asset_type: Option<String>,
+        origin: &str,
+    ) -> Result<RegisterOptions, (String, String)> {
+        let mut opts = RegisterOptions {
+            asset_type: asset_type.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
+            origin: Some(origin.to_string()),
+            ..Default::default()
+        };
+        for (k, v) in metadata {
+            let bad =
+                |what: &str| (format!("metadata.{k}"), format!("expected {what}, found {}", crate::config::kind(&v)));
+            match k.as_str() {
+                "tags" => match &v {
+                    Value::Array(items) => {
+                        for t in items {
+                            match t.as_str() {
+                                Some(s) => opts.tags.push(s.to_string()),
+                                None => return Err(bad("a list of strings")),
+                            }
+                        }
+                    }
+                    Value::String(s) => opts.tags.extend(s.split(',').map(|t| t.trim().to_string())),
+                    Value::Null => {}
+                    _ => return Err(bad("a list of strings")),
+                },
+                "license" => match &v {
+                    Value::String(s) => opts.license = Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+                    Value::Null => {}
+                    _ => return Err(bad("a string")),
+                },
+                "provenance" => match v {
+                    Value::Object(m) => opts.provenance = m,
+                    Value::Null => {}
+                    _ => return Err(bad("an object")),
+                },
+                _ => {
+                    opts.meta.insert(k, v);
+                }
+            }
+        }
+        Ok(opts)
+    }
+}
+
+/// Where a file copied in lands when no destination is given, for the CLI (`assets register --copy`)
+/// and the API (`copy: true`, uploads) alike: `<type>/<file name>`, with the type given, else derived
+/// from the name as for a file at the root (`image`, `audio`, `json`, else `generic`). Only the
+/// name's last component counts.
+pub fn copy_destination(asset_type: Option<&str>, file_name: &str) -> Result<RelPath, String> {
+    let base = file_name.rsplit(['/', '\\']).next().unwrap_or_default().trim();
+    if base.is_empty() || base == "." || base == ".." {
+        return Err("the file has no usable name; give a destination".to_string());
+    }
+    let folder = match asset_type.map(str::trim).filter(|t| !t.is_empty()) {
+        Some(t) => t.to_string(),
+        None => sidecar::derived_type_of(base).to_string(),
+    };
+    RelPath::parse(&format!("{folder}/{base}")).map_err(|e| e.to_string())
+}
+
 /// A metadata edit. Fields left at their default change nothing.
 #[derive(Debug, Clone, Default)]
 pub struct MetaPatch {

@@ -238,13 +238,60 @@ fn register_validates_sources_and_destinations() {
     assert_eq!(r.json()["asset"]["path"], "props/cup.png");
     assert_eq!(r.json()["asset"]["meta"]["origin"], "register");
     register(&srv, json!({"path": inside, "copy": false, "dest_path": "x/cup.png"})).envelope(400, "http_400");
-    // The default destination is <asset_type>/<file name>; the same bytes again are fine, others are 409.
+    // The default destination is <asset_type>/<file name>, the type derived from the name as the CLI
+    // does (`image` for a .png); the same bytes again are fine, others are 409.
     let r = register(&srv, json!({"path": src}));
-    assert_eq!(r.json()["asset"]["path"], "generic/hero.png");
+    assert_eq!(r.json()["asset"]["path"], "image/hero.png");
     assert_eq!(register(&srv, json!({"path": src})).status, 200);
     let other = env.write("in2/hero.png", "another hero");
     register(&srv, json!({"path": other})).envelope(409, "http_409");
-    assert_eq!(env.read("assets/generic/hero.png"), "hero");
+    assert_eq!(env.read("assets/image/hero.png"), "hero");
+}
+
+/// The CLI and the API copy in to the same place and read metadata the same way (the rules live in
+/// the registry): before, `--copy` went to `image/`, the API to `generic/`, and `--meta` could not
+/// set `provenance`.
+#[test]
+fn cli_and_api_agree_on_copy_in_defaults_and_metadata() {
+    let env = TestEnv::new();
+    let a = env.write("in/a.png", "a");
+    let b = env.write("in/b.png", "b");
+    let meta = json!({"tags": ["Hero"], "license": "MIT", "provenance": {"author": "Kim"}, "mood": "calm"});
+    let cli = env.run(&[
+        "assets",
+        "register",
+        a.to_str().unwrap(),
+        "--copy",
+        "--meta",
+        &meta.to_string(),
+        "--provenance-source",
+        "https://example.com/a",
+    ]);
+    assert_eq!(cli.code, 0, "{}", cli.stderr);
+    let srv = Served::start(&env);
+    let r = register(&srv, json!({"path": b, "copy": true, "metadata": meta}));
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cli_side: Value = serde_json::from_str(&env.read("assets/image/a.png.asset.json")).unwrap();
+    let api_side: Value = serde_json::from_str(&env.read("assets/image/b.png.asset.json")).unwrap();
+    for s in [&cli_side, &api_side] {
+        assert_eq!(s["tags"], json!(["Hero"]), "{s}");
+        assert_eq!(s["license"], "MIT", "{s}");
+        assert_eq!(s["provenance"]["author"], "Kim", "{s}");
+        assert_eq!(s["meta"]["mood"], "calm", "{s}");
+    }
+    assert_eq!(cli_side["provenance"]["source"], "https://example.com/a");
+    let bad = env.run(&[
+        "assets",
+        "register",
+        a.to_str().unwrap(),
+        "--copy",
+        "--dest",
+        "x/a.png",
+        "--meta",
+        r#"{"tags": [1]}"#,
+    ]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(bad.stderr.contains("--meta: tags: expected a list of strings"), "{}", bad.stderr);
 }
 
 #[test]

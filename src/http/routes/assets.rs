@@ -258,7 +258,8 @@ pub fn routes() -> Vec<Route> {
             .json_body(
                 json!({"type": "object", "required": ["path"], "properties": {
                     "path": {"type": "string", "pattern": "\\S"},
-                    "asset_type": {"type": ["string", "null"], "default": "generic"},
+                    "asset_type": {"type": ["string", "null"], "description": "Absent: derived from the file \
+                        name (`image`, `audio`, `json`, else `generic`)."},
                     "dest_path": {"type": ["string", "null"],
                         "description": "Relative to the assets root; no `..`, not absolute."},
                     "metadata": {"type": ["object", "null"], "properties": {
@@ -284,14 +285,14 @@ pub fn routes() -> Vec<Route> {
         a(Route::post("/assets/upload", upload))
             .summary("Upload and register a file (multipart/form-data)")
             .describe(
-                "Fields: `file` (required), `asset_type` (default `generic`), `dest_path` (default \
-                `<asset_type>/<file name>`), `metadata` (a JSON object as a string). The file is streamed to a \
+                "Fields: `file` (required), `asset_type` (default: derived from the file name, `image`, `audio`, \
+                `json`, else `generic`), `dest_path` (default `<asset_type>/<file name>`), `metadata` (a JSON object as a string). The file is streamed to a \
                 temp file inside the assets root and renamed into place, so a failed or cut upload leaves \
                 nothing behind.",
             )
             .upload_body(json!({"type": "object", "required": ["file"], "properties": {
                 "file": {"type": "string", "contentMediaType": "application/octet-stream"},
-                "asset_type": {"type": "string", "default": "generic"},
+                "asset_type": {"type": "string", "description": "Absent: derived from the file name."},
                 "dest_path": {"type": "string"},
                 "metadata": {"type": "string", "description": "A JSON object."}}}))
             .ok(one)
@@ -518,48 +519,13 @@ fn content_type(name: &str) -> &'static str {
 
 /// Registration options from the API's `metadata` object: `tags`, `license` and `provenance` fill
 /// those sidecar fields, everything else goes to `meta`. Errors name the field (`metadata.tags`).
+/// The registry's reading of a `metadata` object (shared with the CLI's `--meta`).
 fn options(
     metadata: Map<String, Value>,
     asset_type: Option<String>,
     origin: &str,
 ) -> Result<RegisterOptions, (String, String)> {
-    let mut opts = RegisterOptions {
-        asset_type: asset_type.map(|t| t.trim().to_string()).filter(|t| !t.is_empty()),
-        origin: Some(origin.to_string()),
-        ..Default::default()
-    };
-    for (k, v) in metadata {
-        let bad = |what: &str| (format!("metadata.{k}"), format!("expected {what}, found {}", crate::config::kind(&v)));
-        match k.as_str() {
-            "tags" => match &v {
-                Value::Array(items) => {
-                    for t in items {
-                        match t.as_str() {
-                            Some(s) => opts.tags.push(s.to_string()),
-                            None => return Err(bad("a list of strings")),
-                        }
-                    }
-                }
-                Value::String(s) => opts.tags.extend(s.split(',').map(|t| t.trim().to_string())),
-                Value::Null => {}
-                _ => return Err(bad("a list of strings")),
-            },
-            "license" => match &v {
-                Value::String(s) => opts.license = Some(s.trim().to_string()).filter(|s| !s.is_empty()),
-                Value::Null => {}
-                _ => return Err(bad("a string")),
-            },
-            "provenance" => match v {
-                Value::Object(m) => opts.provenance = m,
-                Value::Null => {}
-                _ => return Err(bad("an object")),
-            },
-            _ => {
-                opts.meta.insert(k, v);
-            }
-        }
-    }
-    Ok(opts)
+    RegisterOptions::from_metadata(metadata, asset_type, origin)
 }
 
 /// A destination path from the API: relative, `/`-separated, no `.`/`..`/empty parts, not a sidecar.
@@ -577,13 +543,10 @@ fn bad_dest(why: &str) -> ApiError {
 
 /// `<asset_type>/<file name>` for a file name as a client sent it (its last component only).
 fn default_dest(asset_type: Option<&str>, file_name: &str) -> Result<RelPath, ApiError> {
-    let base = file_name.rsplit(['/', '\\']).next().unwrap_or_default().trim();
-    if base.is_empty() || base == "." || base == ".." {
-        return Err(ApiError::bad_request("the file has no usable name; give dest_path")
-            .with_details(json!({"field": "dest_path"})));
-    }
-    let folder = asset_type.map(str::trim).filter(|t| !t.is_empty()).unwrap_or("generic");
-    dest_rel(&format!("{folder}/{base}"))
+    let dest = crate::registry::copy_destination(asset_type, file_name).map_err(|_| {
+        ApiError::bad_request("the file has no usable name; give dest_path").with_details(json!({"field": "dest_path"}))
+    })?;
+    dest_rel(dest.as_str())
 }
 
 /// The status of a registry refusal.
