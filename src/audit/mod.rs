@@ -354,6 +354,16 @@ pub fn record_written(scan: &mut Scan, planned: &Planned) {
     }
 }
 
+/// Record a sidecar another writer wrote for `rel` meanwhile (see `record_written`).
+pub fn record_found(scan: &mut Scan, rel: &RelPath, sidecar: &registry::Sidecar) {
+    if let Ok(i) = scan.assets.binary_search_by(|a| a.rel.cmp(rel)) {
+        let a = &mut scan.assets[i];
+        a.sidecar = SidecarState::Valid(Facts::of_sidecar(sidecar));
+        a.sidecar_stat = None;
+        a.sidecar_cached = false;
+    }
+}
+
 /// Run the rules over a scan.
 pub fn evaluate(scan: &Scan, policy: &registry::Policy, require_provenance: bool) -> Vec<Finding> {
     rules::run_all(&rules::Ctx { scan, policy, require_provenance })

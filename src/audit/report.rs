@@ -28,6 +28,9 @@ pub enum ChangeStatus {
     Planned,
     Applied,
     Failed,
+    /// Not written: another writer (a watcher, a second `audit --fix`) wrote a sidecar for this
+    /// very content meanwhile.
+    Concurrent,
 }
 
 /// One sidecar write of `--fix` / `--dry-run`.

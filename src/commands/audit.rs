@@ -184,10 +184,16 @@ pub fn apply(ctx: &Ctx, registry: &Registry, scan: &mut Scan, plan: &[Planned]) 
                     events.extend(written);
                     line.status = ChangeStatus::Applied;
                 }
-                Err(e) => {
-                    line.status = ChangeStatus::Failed;
-                    line.error = Some(format!("{e:#}"));
-                }
+                Err(e) => match written_meanwhile(registry, planned, &e) {
+                    Some(sidecar) => {
+                        audit::record_found(scan, &planned.change.rel, &sidecar);
+                        line.status = ChangeStatus::Concurrent;
+                    }
+                    None => {
+                        line.status = ChangeStatus::Failed;
+                        line.error = Some(format!("{e:#}"));
+                    }
+                },
             }
             lines.push(line);
         }
@@ -196,6 +202,26 @@ pub fn apply(ctx: &Ctx, registry: &Registry, scan: &mut Scan, plan: &[Planned]) 
     }
     lines.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(lines)
+}
+
+/// A write refused because the sidecar changed or appeared since the plan (another `audit --fix`,
+/// a watcher): the sidecar now on disk, when it is valid and describes the same content, so the
+/// race is not a failure and the file is not reported as missing its sidecar.
+fn written_meanwhile(registry: &Registry, planned: &Planned, err: &anyhow::Error) -> Option<registry::Sidecar> {
+    let raced = matches!(
+        err.downcast_ref::<registry::RegistryError>(),
+        Some(
+            registry::RegistryError::Exists(_)
+                | registry::RegistryError::Changed(_)
+                | registry::RegistryError::Appeared(_)
+        )
+    );
+    if !raced {
+        return None;
+    }
+    let parsed = registry.read_sidecar(&planned.change.rel).ok().flatten()?;
+    let want = &planned.change.asset;
+    (parsed.sidecar.hash == want.hash && parsed.sidecar.bytes == want.bytes).then_some(parsed.sidecar)
 }
 
 /// The plan in write order: round-robin over folders (path order within each), so every chunk spans

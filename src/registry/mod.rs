@@ -49,6 +49,9 @@ pub enum RegistryError {
     /// A batched update whose sidecar was changed by another writer after the change was planned.
     #[error("{0} changed meanwhile; left as it is")]
     Changed(String),
+    /// A new sidecar that another writer created after the change was planned.
+    #[error("{0} appeared meanwhile; left as it is")]
+    Appeared(String),
     /// A read-modify-write that kept losing to other writers.
     #[error("{0} kept changing while this edit was retried; try again")]
     Busy(String),
@@ -633,7 +636,7 @@ fn commit_one(registry: &Registry, change: &Change, staged: crate::fs::Staged) -
         },
         None => {
             if !staged.commit_new()? {
-                anyhow::bail!("{} appeared meanwhile; left as it is", change.rel.sidecar());
+                return Err(RegistryError::Appeared(change.rel.sidecar().to_string()).into());
             }
         }
     }

@@ -477,3 +477,31 @@ fn audit_fix_removes_temp_files_of_killed_processes_and_says_how_many() {
     assert!(run.stderr.contains("removed 3 temp files left by processes that are gone"), "{}", run.stderr);
     litter.assert_swept();
 }
+
+/// Two `audit --fix` runs at once (or one racing a watcher): the loser of each race finds the
+/// winner's sidecar for the same content and says so; before, it reported files that had sidecars
+/// as `missing-sidecar` and exited 1.
+#[test]
+fn concurrent_audit_fix_runs_both_succeed_and_report_no_missing_sidecar() {
+    let env = TestEnv::new();
+    for i in 0..1500 {
+        env.write(&format!("assets/bg/d{}/f{i}.png", i % 30), format!("file {i}"));
+    }
+    let spawn = || {
+        env.command(&["audit", "--fix", "--format", "json"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (spawn(), spawn());
+    for out in [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()] {
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!("{e}: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
+        });
+        let missing = report["findings"].as_array().unwrap().iter().filter(|f| f["rule"] == "missing-sidecar").count();
+        assert_eq!((out.status.code(), missing), (Some(0), 0), "{}", report["summary"]);
+    }
+    let check = env.run(&["audit"]);
+    assert_eq!(check.code, 0, "{}", check.stdout);
+}

@@ -20,6 +20,7 @@ pub fn render(r: &Report) -> String {
         let verb = match (r.mode, c.status) {
             (Mode::DryRun, _) => "would write",
             (_, ChangeStatus::Failed) => "could not write",
+            (_, ChangeStatus::Concurrent) => "left (another writer wrote it meanwhile)",
             _ => "wrote",
         };
         let action =

@@ -564,6 +564,7 @@ fn registry_error(err: anyhow::Error) -> ApiError {
         RegistryError::Exists(_)
         | RegistryError::InvalidSidecar { .. }
         | RegistryError::Changed(_)
+        | RegistryError::Appeared(_)
         | RegistryError::Busy(_) => ApiError::new(409, &msg),
     }
 }
