@@ -32,6 +32,9 @@ pub enum Change {
     Moved { from: PathBuf, to: PathBuf },
     /// A watched file or folder is gone, or was renamed to a name that is not watched.
     Removed { path: PathBuf },
+    /// A watched file or folder was moved out of the watched tree (a rename whose other half is
+    /// elsewhere): gone from here, its sidecars with it.
+    Left { path: PathBuf },
     /// A folder was created; files written into it before its watch existed produced no events.
     FolderCreated { path: PathBuf },
     /// The event source lost events (queue overflow) or says it must be rescanned.
@@ -46,6 +49,7 @@ impl Change {
             | Change::Closed { path }
             | Change::Arrived { path }
             | Change::Removed { path }
+            | Change::Left { path }
             | Change::FolderCreated { path } => vec![path],
             Change::Moved { from, to } => vec![from, to],
             Change::Rescan { .. } => Vec::new(),
@@ -96,7 +100,7 @@ fn rename(mode: RenameMode, paths: &[PathBuf], rules: &Rules) -> Vec<Change> {
         }
         (RenameMode::From, [path]) => {
             if class(path) != Class::Ignored {
-                vec![Change::Removed { path: path.clone() }]
+                vec![Change::Left { path: path.clone() }]
             } else {
                 Vec::new()
             }
@@ -234,7 +238,7 @@ mod tests {
             // Moved out of / into the watched tree (unpaired halves).
             (
                 ev(EventKind::Modify(ModifyKind::Name(RenameMode::From)), &["/w/a.png"]),
-                r#"[{"change":"removed","path":"/w/a.png"}]"#,
+                r#"[{"change":"left","path":"/w/a.png"}]"#,
             ),
             (
                 ev(EventKind::Modify(ModifyKind::Name(RenameMode::To)), &["/w/a.png"]),

@@ -115,7 +115,11 @@ mod tests {
         assert!(j.take().unwrap().is_empty());
         let actions = vec![
             Action::Register { path: "/a/x.png".into(), hash: "ab".into(), bytes: 2 },
-            Action::Remove { path: "/a/y.png".into(), known: Known { uid: "u".into(), hash: "h".into(), bytes: 1 } },
+            Action::Remove {
+                path: "/a/y.png".into(),
+                known: Known { uid: "u".into(), hash: "h".into(), bytes: 1 },
+                away: false,
+            },
         ];
         j.begin(&actions).unwrap();
         assert_eq!(j.take().unwrap(), actions);

@@ -78,6 +78,8 @@ pub fn probe(disk: &dyn Disk, path: &Path) -> Probe {
 struct PendingRemoval {
     known: Known,
     at: Duration,
+    /// Moved out of the watched tree, not deleted.
+    away: bool,
 }
 
 /// An asset removed recently, remembered by content.
@@ -272,6 +274,15 @@ impl Planner {
             Change::FolderCreated { path } => self.scan_folder(&path, now, disk),
             Change::Moved { from, to } => self.moved(&from, &to, now, disk, sink),
             Change::Removed { path } => self.removed(&path, now, disk, sink),
+            Change::Left { path } => {
+                self.removed(&path, now, disk, sink);
+                for (p, r) in self.pending_removals.range_mut(path.clone()..) {
+                    if !p.starts_with(&path) {
+                        break;
+                    }
+                    r.away = true;
+                }
+            }
             Change::Rescan { reason } => self.rescan = Some(reason),
         }
     }
@@ -365,7 +376,7 @@ impl Planner {
             }
         }
         for (p, known) in gone {
-            self.pending_removals.entry(p).or_insert(PendingRemoval { known, at: now + self.grace });
+            self.pending_removals.entry(p).or_insert(PendingRemoval { known, at: now + self.grace, away: false });
         }
     }
 
@@ -411,7 +422,7 @@ impl Planner {
         let known_to = self.index.get(to).cloned().or_else(|| sink.lookup(to).ok().flatten());
         if let Some(known) = known_to {
             // `mv a b` over a registered `b`: b's sidecar goes to the trash first.
-            self.queued.push(Action::Remove { path: to.to_path_buf(), known });
+            self.queued.push(Action::Remove { path: to.to_path_buf(), known, away: false });
         }
         self.queued.push(Action::Move { from: from.to_path_buf(), to: to.to_path_buf() });
     }
@@ -576,7 +587,7 @@ impl Planner {
                 }
                 continue;
             }
-            out.push(Action::Remove { path: p, known: r.known });
+            out.push(Action::Remove { path: p, known: r.known, away: r.away });
         }
         let checks: Vec<PathBuf> =
             self.sidecar_checks.iter().filter(|(_, at)| **at <= now).map(|(p, _)| p.clone()).collect();
@@ -620,7 +631,7 @@ impl Planner {
                     self.index.insert(to.clone(), k.clone());
                 }
             }
-            Action::Remove { path, known } => {
+            Action::Remove { path, known, .. } => {
                 self.index.remove(path);
                 self.probed.remove(path);
                 self.seen_sidecars.remove(&sidecar_of(path));

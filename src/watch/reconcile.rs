@@ -160,7 +160,7 @@ pub fn plan(
     for (asset, known) in orphans {
         match new_by_hash.get_mut(&known.hash).and_then(Vec::pop) {
             Some((to, _)) => moves_and_removals.push(Action::Move { from: asset, to }),
-            None => moves_and_removals.push(Action::Remove { path: asset, known }),
+            None => moves_and_removals.push(Action::Remove { path: asset, known, away: false }),
         }
     }
     let mut registrations: Vec<Action> = new_by_hash

@@ -223,12 +223,19 @@ impl RegistrySink {
     }
 
     /// `on_asset_removed` for an asset whose sidecar is already gone (its folder was deleted with it).
-    fn removed_without_sidecar(&self, rel: &RelPath, known: &Known) -> Vec<HookEvent> {
+    /// `on_asset_removed` for an asset whose sidecar is no longer here: deleted with it (`rm -r`), or
+    /// carried away with it (`away`: moved out of the watched tree). Only what the watcher knows is
+    /// reported: `meta` is null rather than made up, `sidecar_lost` is true only when it was deleted.
+    fn removed_without_sidecar(&self, rel: &RelPath, known: &Known, away: bool) -> Vec<HookEvent> {
         let asset = new_sidecar(rel, &known.hash, known.bytes, known.uid.clone(), &RegisterOptions::default());
         let mut events = to_hooks(&[RegistryEvent::AssetRemoved { asset, trashed_to: PathBuf::new() }]);
         for (_, data) in &mut events {
             data["trashed_to"] = Value::Null;
-            data["sidecar_lost"] = json!(true);
+            data["meta"] = Value::Null;
+            data["sidecar_lost"] = json!(!away);
+            if away {
+                data["moved_out"] = json!(true);
+            }
         }
         events
     }
@@ -287,7 +294,7 @@ impl Sink for RegistrySink {
                 self.carry(to, &source, None)
             }
             Action::Restore { path, hash, bytes, trashed, .. } => self.carry(path, trashed, Some((hash, *bytes))),
-            Action::Remove { path, known } => {
+            Action::Remove { path, known, away } => {
                 // Only the sidecar goes to the trash: the file is gone already, and if a file with
                 // that name is back it belongs to someone else (`registry.remove` would move it too).
                 let rel = self.rel(path)?;
@@ -295,7 +302,10 @@ impl Sink for RegistrySink {
                 let _lock = crate::fs::lock_in_place(&self.registry.sidecar_abs(&rel))?;
                 let Some(parsed) = self.read(&rel)? else {
                     self.forget(&known.uid);
-                    return Ok(Applied { events: self.removed_without_sidecar(&rel, known), ..Default::default() });
+                    return Ok(Applied {
+                        events: self.removed_without_sidecar(&rel, known, *away),
+                        ..Default::default()
+                    });
                 };
                 let dir = self.trash_dir_for(&rel);
                 let trashed = rel.sidecar().under(&dir);
@@ -371,12 +381,12 @@ impl Sink for RegistrySink {
                     _ => Vec::new(),
                 }
             }
-            Action::Remove { path, known } => {
+            Action::Remove { path, known, away } => {
                 let rel = self.rel(path)?;
                 if self.registry.sidecar_abs(&rel).exists() {
                     Vec::new()
                 } else {
-                    self.removed_without_sidecar(&rel, known)
+                    self.removed_without_sidecar(&rel, known, *away)
                 }
             }
             Action::SidecarEdited { sidecar, asset } => self.sidecar_edited(sidecar, asset)?.events,
@@ -514,7 +524,7 @@ mod tests {
         let known = e.sink.lookup(&a).unwrap().unwrap();
         // A file with that name is back (it belongs to someone else): it must not be moved.
         std::fs::write(&a, b"someone else's").unwrap();
-        let applied = e.sink.apply(&Action::Remove { path: a.clone(), known: known.clone() }).unwrap();
+        let applied = e.sink.apply(&Action::Remove { path: a.clone(), known: known.clone(), away: false }).unwrap();
         assert_eq!(names(&applied.events), ["on_asset_removed"]);
         assert_eq!(std::fs::read(&a).unwrap(), b"someone else's");
         let trashed = applied.trashed.unwrap();
@@ -535,7 +545,7 @@ mod tests {
         let a = e.register("pack/a.png", b"x");
         let known = e.sink.lookup(&a).unwrap().unwrap();
         std::fs::remove_dir_all(e.paths.assets_root.join("pack")).unwrap();
-        let applied = e.sink.apply(&Action::Remove { path: a, known: known.clone() }).unwrap();
+        let applied = e.sink.apply(&Action::Remove { path: a, known: known.clone(), away: false }).unwrap();
         assert_eq!(names(&applied.events), ["on_asset_removed"]);
         let data = &applied.events[0].1;
         assert_eq!(

@@ -42,7 +42,13 @@ pub enum Action {
     Restore { path: PathBuf, hash: String, bytes: u64, trashed: PathBuf, previous_path: PathBuf },
     /// A registered file is gone: its sidecar goes to the trash (when it still exists).
     /// Hooks: `on_asset_removed`.
-    Remove { path: PathBuf, known: Known },
+    Remove {
+        path: PathBuf,
+        known: Known,
+        /// It was moved out of the watched tree (its sidecar went along), not deleted.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        away: bool,
+    },
     /// A sidecar changed and the watcher did not write it: validate it, never rewrite it.
     /// Hooks: `on_asset_meta_updated` when valid; `obs.sidecar_invalid` naming the field otherwise.
     SidecarEdited { sidecar: PathBuf, asset: PathBuf },

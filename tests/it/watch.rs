@@ -700,3 +700,34 @@ fn editor_temp_files_are_ignored_and_a_jetbrains_save_is_one_modification() {
         assert!(!dir.join(format!("{name}.asset.json")).exists(), "{name} got a sidecar");
     }
 }
+
+/// A folder moved out of the watched tree took its sidecars along: its assets' `on_asset_removed`
+/// say `moved_out: true` and `sidecar_lost: false`, and carry no made-up metadata (before: `tags: []`,
+/// `sidecar_lost: true`). A folder deleted with its sidecars still says `sidecar_lost: true`.
+#[test]
+fn a_folder_moved_out_is_reported_as_moved_out_not_as_lost_sidecars() {
+    let env = TestEnv::new();
+    let mut w = Watcher::ready(&env, &[]);
+    env.write("assets/chars/hero.png", b"hero");
+    env.write("assets/bg/room.png", b"room");
+    w.wait_for(&env, "hero", is("on_asset_registered", "chars/hero.png"));
+    w.wait_for(&env, "room", is("on_asset_registered", "bg/room.png"));
+    assert_eq!(env.run(&["assets", "tag", "chars/hero.png", "Hero"]).code, 0);
+    barrier(&mut w, &env, "marker0.txt");
+    std::fs::rename(env.path("assets/chars"), env.path("elsewhere")).unwrap();
+    std::fs::remove_dir_all(env.path("assets/bg")).unwrap();
+    let moved = w.wait_for(&env, "hero removed", is("on_asset_removed", "chars/hero.png"));
+    let deleted = w.wait_for(&env, "room removed", is("on_asset_removed", "bg/room.png"));
+    assert_eq!(
+        (moved["data"]["moved_out"].as_bool(), moved["data"]["sidecar_lost"].as_bool()),
+        (Some(true), Some(false)),
+        "{moved}"
+    );
+    assert!(moved["data"]["meta"].is_null(), "no made-up metadata: {moved}");
+    assert_eq!(deleted["data"]["sidecar_lost"], true, "{deleted}");
+    assert!(deleted["data"].get("moved_out").is_none(), "{deleted}");
+    // The sidecar did go along, tags and all.
+    let carried: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.path("elsewhere/hero.png.asset.json")).unwrap()).unwrap();
+    assert_eq!(carried["tags"], serde_json::json!(["Hero"]));
+}
