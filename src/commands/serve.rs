@@ -127,6 +127,23 @@ struct Supervised {
     retry_at: Option<Instant>,
 }
 
+impl Supervised {
+    /// Start it again after the next delay of `backoff` (`log` says so); once the delays are used up,
+    /// the error that ends `serve`: "the <name> <gave_up>: <why>".
+    fn retry_later(&mut self, backoff: &[Duration], why: &str, gave_up: &str, log: &str) -> Result<()> {
+        let Some(&delay) = backoff.get(self.restarts) else {
+            anyhow::bail!(hinted(
+                format!("the {} {gave_up}: {why}", self.name),
+                "fix the cause above and start `serve` again",
+            ));
+        };
+        tracing::error!(service = self.name, error = %why, "{log} in {delay:?}");
+        self.restarts += 1;
+        self.retry_at = Some(Instant::now() + delay);
+        Ok(())
+    }
+}
+
 impl Services {
     fn start(ctx: &Ctx, watch: bool) -> Result<Services> {
         let backoff = ctx.config.obs.server.restart_backoff_ms.iter().map(|&ms| Duration::from_millis(ms)).collect();
@@ -208,15 +225,12 @@ impl Services {
                 if s.started_at.elapsed() >= HEALTHY_RUN {
                     s.restarts = 0;
                 }
-                let Some(&delay) = self.backoff.get(s.restarts) else {
-                    anyhow::bail!(hinted(
-                        format!("the {} stopped and could not be kept running: {why}", s.name),
-                        "fix the cause above and start `serve` again",
-                    ));
-                };
-                tracing::error!(service = s.name, error = %why, "background service stopped; restarting in {delay:?}");
-                s.restarts += 1;
-                s.retry_at = Some(Instant::now() + delay);
+                s.retry_later(
+                    &self.backoff,
+                    &why,
+                    "stopped and could not be kept running",
+                    "background service stopped; restarting",
+                )?;
             }
             if s.retry_at.is_some_and(|t| Instant::now() >= t) {
                 s.retry_at = None;
@@ -227,18 +241,13 @@ impl Services {
                         s.running = Some(r);
                     }
                     Ok(None) => {}
-                    Err(e) => {
-                        // Counts as stopping at once: the next delay, or the end.
-                        let Some(&delay) = self.backoff.get(s.restarts) else {
-                            anyhow::bail!(hinted(
-                                format!("the {} could not be started again: {e:#}", s.name),
-                                "fix the cause above and start `serve` again",
-                            ));
-                        };
-                        tracing::error!(service = s.name, error = %format!("{e:#}"), "cannot start the background service; retrying in {delay:?}");
-                        s.restarts += 1;
-                        s.retry_at = Some(Instant::now() + delay);
-                    }
+                    // Counts as stopping at once: the next delay, or the end.
+                    Err(e) => s.retry_later(
+                        &self.backoff,
+                        &format!("{e:#}"),
+                        "could not be started again",
+                        "cannot start the background service; retrying",
+                    )?,
                 }
             }
         }

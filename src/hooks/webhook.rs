@@ -107,6 +107,23 @@ impl Registration {
     }
 }
 
+impl Registration {
+    /// Enabled, with no failure run: as re-adding it leaves it. A disabled one gets only the events
+    /// after `since_seq` (the history's end now). Returns the `disabled_seq` it had.
+    fn start_afresh(&mut self, since_seq: u64, now: String) -> Option<u64> {
+        if !self.enabled {
+            self.since_seq = since_seq;
+        }
+        self.enabled = true;
+        self.consecutive_failures = 0;
+        self.last_error = None;
+        self.disabled_at = None;
+        self.failing_since = None;
+        self.updated_at = now;
+        self.disabled_seq.take()
+    }
+}
+
 /// `event` + `url`, joined by a character neither can contain.
 pub fn registration_key(event: &str, url: &str) -> String {
     format!("{event}\n{url}")
@@ -373,18 +390,9 @@ impl WebhookStore {
         let now = crate::time::iso_now();
         self.update(|regs| {
             if let Some(reg) = regs.iter_mut().find(|r| r.event == new.event && r.url == new.url) {
-                if !reg.enabled {
-                    reg.since_seq = since_seq;
-                }
                 reg.secret = new.secret.clone();
-                reg.consecutive_failures = 0;
-                reg.last_error = None;
                 let reenabled = !reg.enabled;
-                let disabled_seq = reg.disabled_seq.take();
-                reg.disabled_at = None;
-                reg.failing_since = None;
-                reg.enabled = true;
-                reg.updated_at = now;
+                let disabled_seq = reg.start_afresh(since_seq, now);
                 return Upserted { created: false, registration: reg.clone(), reenabled, disabled_seq };
             }
             let reg = Registration {
@@ -460,14 +468,7 @@ impl WebhookStore {
         self.update(|regs| {
             let mut out = Vec::new();
             for reg in regs.iter_mut().filter(|r| !r.enabled && pick(r)) {
-                let seq = reg.disabled_seq.take();
-                reg.since_seq = since_seq;
-                reg.enabled = true;
-                reg.consecutive_failures = 0;
-                reg.last_error = None;
-                reg.disabled_at = None;
-                reg.failing_since = None;
-                reg.updated_at = now.clone();
+                let seq = reg.start_afresh(since_seq, now.clone());
                 out.push((reg.clone(), seq));
             }
             out

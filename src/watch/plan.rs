@@ -486,8 +486,7 @@ impl Planner {
                 if let Some(d) = &digest {
                     if self.suspect_sidecars.get(&sidecar) != Some(d) {
                         self.suspect_sidecars.insert(sidecar.clone(), d.clone());
-                        self.probed.remove(path);
-                        self.settle.touch(path, disk.stat(path), now);
+                        self.look_again(path, now, disk);
                         return None;
                     }
                 }
@@ -507,30 +506,19 @@ impl Planner {
                 // checkout writes the file, then its sidecar): let them finish first.
                 let busy =
                     self.settle.contains(&sidecar_of(path)) || now.saturating_sub(self.last_change) < self.window / 2;
-                let waited = self.refresh_waits.get(path).filter(|(h, _)| *h == hash).map_or(0, |(_, n)| *n);
-                if waited == 0 || (busy && waited < MAX_REFRESH_WAITS) {
-                    self.refresh_waits.insert(path.to_path_buf(), (hash, waited + 1));
-                    self.probed.remove(path);
-                    self.settle.touch(path, disk.stat(path), now);
+                if self.wait_for_other_writer(path, &hash, true, busy, now, disk) {
                     return None;
                 }
-                self.refresh_waits.remove(path);
                 Some(Action::Refresh { path: path.to_path_buf(), hash, bytes, previous_hash: k.hash })
             }
             Ok(None) => {
                 // Its sidecar was deleted or changed moments ago: someone may be putting one back
                 // (`git checkout` deletes, then writes the branch's sidecar). Wait like a refresh.
                 let sidecar = sidecar_of(path);
-                if self.sidecar_checks.contains_key(&sidecar) || self.settle.contains(&sidecar) {
-                    let waited = self.refresh_waits.get(path).filter(|(h, _)| *h == hash).map_or(0, |(_, n)| *n);
-                    if waited < MAX_REFRESH_WAITS {
-                        self.refresh_waits.insert(path.to_path_buf(), (hash, waited + 1));
-                        self.probed.remove(path);
-                        self.settle.touch(path, disk.stat(path), now);
-                        return None;
-                    }
+                let busy = self.sidecar_checks.contains_key(&sidecar) || self.settle.contains(&sidecar);
+                if self.wait_for_other_writer(path, &hash, false, busy, now, disk) {
+                    return None;
                 }
-                self.refresh_waits.remove(path);
                 // The same content disappeared from elsewhere moments ago: a move (a poller sees a
                 // rename as a delete and a create).
                 let from = self
@@ -558,6 +546,34 @@ impl Planner {
                 Some(Action::Register { path: path.to_path_buf(), hash, bytes })
             }
         }
+    }
+
+    /// Hash `path` again after one more settle window.
+    fn look_again(&mut self, path: &Path, now: Duration, disk: &dyn Disk) {
+        self.probed.remove(path);
+        self.settle.touch(path, disk.stat(path), now);
+    }
+
+    /// Whether the sidecar write for `path` (content `hash`) waits one more settle window for another
+    /// writer (see `refresh_waits`): once in any case when `once`, then while `busy`, at most
+    /// [`MAX_REFRESH_WAITS`] windows in all. Forgets the count when it does not wait.
+    fn wait_for_other_writer(
+        &mut self,
+        path: &Path,
+        hash: &str,
+        once: bool,
+        busy: bool,
+        now: Duration,
+        disk: &dyn Disk,
+    ) -> bool {
+        let waited = self.refresh_waits.get(path).filter(|(h, _)| h == hash).map_or(0, |(_, n)| *n);
+        if (once && waited == 0) || (busy && waited < MAX_REFRESH_WAITS) {
+            self.refresh_waits.insert(path.to_path_buf(), (hash.to_string(), waited + 1));
+            self.look_again(path, now, disk);
+            return true;
+        }
+        self.refresh_waits.remove(path);
+        false
     }
 
     fn decide_sidecar(&mut self, sidecar: &Path, now: Duration, disk: &dyn Disk) -> Option<Action> {

@@ -319,18 +319,24 @@ impl Sink for RegistrySink {
     }
 
     fn apply_batch(&self, actions: &[Action]) -> Vec<Result<Applied>> {
-        if actions.iter().any(|a| matches!(self.already_recorded(a), Ok(Some(_)))) {
-            // Rare (a branch checkout): one at a time, each seeing what is on disk.
-            return actions.iter().map(|a| self.apply(a)).collect();
-        }
-        let planned: Vec<Result<registry::Change>> = actions.iter().map(|a| self.plan_change(a)).collect();
-        let changes: Vec<registry::Change> = planned.iter().filter_map(|c| c.as_ref().ok().cloned()).collect();
+        // A sidecar that already describes the content (a branch checkout) is left as it is; only
+        // the other actions are planned and written, in one batch.
+        let mut recorded: Vec<Option<Result<Applied>>> =
+            actions.iter().map(|a| self.already_recorded(a).transpose()).collect();
+        let planned: Vec<Option<Result<registry::Change>>> =
+            actions.iter().zip(&recorded).map(|(a, r)| r.is_none().then(|| self.plan_change(a))).collect();
+        let changes: Vec<registry::Change> =
+            planned.iter().flatten().filter_map(|c| c.as_ref().ok().cloned()).collect();
         let mut written = self.registry.write_batch(&changes).into_iter().zip(changes);
         planned
             .into_iter()
             .zip(actions)
-            .map(|(p, action)| {
-                p?;
+            .zip(recorded.iter_mut())
+            .map(|((p, action), r)| {
+                if let Some(done) = r.take() {
+                    return done;
+                }
+                p.expect("planned when not already recorded")?;
                 let (w, change) = written.next().ok_or_else(|| anyhow!("batch write lost a result"))?;
                 let w = match w {
                     Ok(w) => w,

@@ -445,23 +445,10 @@ fn sha256(bytes: &[u8]) -> String {
 
 fn snapshot_tree(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
-    for e in walk(dir) {
+    for e in crate::support::files_under(dir) {
         out.push((e.to_string_lossy().into_owned(), std::fs::read(&e).unwrap_or_default()));
     }
     out.sort();
-    out
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let p = entry.unwrap().path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
     out
 }
 

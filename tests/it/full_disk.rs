@@ -100,20 +100,10 @@ fn sidecar_hash(env: &TestEnv, rel: &str) -> Option<String> {
 
 /// Hidden temp files left in a folder (a failed atomic write must remove its own).
 fn temps(dir: &Path) -> Vec<PathBuf> {
-    walk(dir).into_iter().filter(|p| p.file_name().unwrap().to_string_lossy().contains(".tmp")).collect()
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
+    crate::support::files_under(dir)
+        .into_iter()
+        .filter(|p| p.file_name().unwrap().to_string_lossy().contains(".tmp"))
+        .collect()
 }
 
 #[test]

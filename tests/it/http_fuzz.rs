@@ -160,23 +160,10 @@ fn thousands_of_malformed_requests_leave_the_server_healthy() {
     let tail = env.run(&["hooks", "tail", "-n", "100000", "--json"]).ok().json_lines();
     assert!(tail.windows(2).all(|w| w[1]["seq"].as_u64() > w[0]["seq"].as_u64()));
     // No upload was left half-written: no temp file under the assets root.
-    let leftovers: Vec<String> = walk(&env.path("assets"))
+    let leftovers: Vec<String> = crate::support::files_under(&env.path("assets"))
         .into_iter()
         .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
         .map(|p| p.display().to_string())
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

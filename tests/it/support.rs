@@ -144,3 +144,17 @@ impl Litter {
         assert!(self.live.exists(), "the temp file of a running process was removed");
     }
 }
+
+/// Every file under `dir`, recursively (a missing or unreadable folder has none).
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
