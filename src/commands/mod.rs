@@ -31,8 +31,8 @@ pub struct Ctx {
 }
 
 /// Remove the temp files that killed processes left under the runtime folders and `extra` (watched
-/// roots outside the assets root), saying how many on stderr. `watch`, `serve` and `audit --fix` call
-/// this when they start; a temp file of a process still running is never touched.
+/// roots outside the assets root), saying how many on stderr. `watch`, `serve`, `webhooks run` and
+/// `audit --fix` call this when they start; a temp file of a process still running is never touched.
 pub fn sweep_litter(paths: &Paths, extra: &[std::path::PathBuf]) -> usize {
     let mut dirs: Vec<&std::path::Path> =
         vec![&paths.assets_root, &paths.config_dir, &paths.log_dir, &paths.data_dir, &paths.cache_dir];

@@ -254,6 +254,8 @@ fn run_worker(ctx: &Ctx) -> Result<ExitCode> {
     if delivery::worker_active(&ctx.paths)? {
         eprintln!("another delivery worker is running for {}; waiting for it to stop", ctx.paths.root.display());
     }
+    // A worker killed mid-write (its cursor, checkpoint or outbox) leaves a temp file behind.
+    super::sweep_litter(&ctx.paths, &[]);
     eprintln!("delivering webhooks for {} (Ctrl-C to stop)", ctx.paths.root.display());
     delivery::run_worker(&ctx.paths, &ctx.config, &stop)?;
     Ok(ExitCode::Success)
