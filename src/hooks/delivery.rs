@@ -837,6 +837,9 @@ impl Worker {
         let settings = config.obs.webhooks.clone();
         let store = WebhookStore::new(paths);
         let bus = Bus::open(paths, config)?;
+        // The stamp before the load: a registration written in between makes the first reload see a
+        // change (the other way round, it was never loaded until the file changed again).
+        let regs_stamp = store.stamp();
         let regs_list = store.load()?;
         let outbox = Outbox::load(&files.outbox)?;
         let spills = spill::open_all(&files.spill_dir)?;
@@ -849,7 +852,6 @@ impl Worker {
             },
         };
         let follower = bus.history.follow(checkpoint)?;
-        let regs_stamp = store.stamp();
         let regs = compile(regs_list).into_iter().map(|c| (c.reg.key(), c)).collect();
 
         let workers = settings.workers.max(1);
