@@ -1,7 +1,7 @@
 //! `comfyvn-obs webhooks add|remove|list|deliveries|replay|run`.
 
 use anyhow::{bail, Context, Result};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::Ctx;
 use crate::cli::webhooks::{AddArgs, DeliveriesArgs, JsonArgs, RemoveArgs, ReplayArgs, WebhooksCommand};
@@ -134,17 +134,7 @@ fn remove(ctx: &Ctx, args: RemoveArgs) -> Result<ExitCode> {
 
 fn list(ctx: &Ctx, args: JsonArgs) -> Result<ExitCode> {
     let regs = WebhookStore::new(&ctx.paths).load()?;
-    let pending = delivery::pending_counts(&ctx.paths)?;
-    let items: Vec<Value> = regs
-        .iter()
-        .map(|r| {
-            let mut v = r.listing();
-            let w = pending.get(&r.key()).copied().unwrap_or_default();
-            v["pending"] = json!(w.pending);
-            v["parked"] = json!(w.parked);
-            v
-        })
-        .collect();
+    let items = delivery::status_listing(&ctx.paths, &regs)?;
     if args.json {
         return output::json(&items).map(|_| ExitCode::Success);
     }

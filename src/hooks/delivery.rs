@@ -1535,6 +1535,22 @@ pub fn pending_counts(paths: &Paths) -> Result<HashMap<String, Waiting>> {
     Ok(counts)
 }
 
+/// Every registration as listed (secret masked) with its `pending` and `parked` counts: what
+/// `webhooks list --json` prints and `GET /api/modder/hooks/webhooks` answers.
+pub fn status_listing(paths: &Paths, regs: &[Registration]) -> Result<Vec<Value>> {
+    let counts = pending_counts(paths)?;
+    Ok(regs
+        .iter()
+        .map(|r| {
+            let mut v = r.listing();
+            let w = counts.get(&r.key()).copied().unwrap_or_default();
+            v["pending"] = json!(w.pending);
+            v["parked"] = json!(w.parked);
+            v
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -453,6 +453,13 @@ fn dispatch(
                 .with_header("Allow", &allow));
         }
     };
+    if route.state_changing || header(headers, "upgrade").is_some() {
+        shared.security.check_origin(
+            header(headers, "origin"),
+            header(headers, "host"),
+            header(headers, "sec-fetch-site"),
+        )?;
+    }
     if route.state_changing {
         shared.security.check_token(header(headers, "authorization"))?;
     }

@@ -79,6 +79,38 @@ impl Security {
         })
     }
 
+    /// Refuse a request a browser made on behalf of another site (cross-site request forgery, and
+    /// cross-site WebSocket hijacking, which no CORS rule stops). Applied to state-changing routes and
+    /// WebSocket upgrades; plain reads stay open (a link from elsewhere may open the dashboard, and
+    /// another site's script cannot read an answer that carries no CORS header). Browsers mark such requests with an
+    /// `Origin` that is not this server's, or `Sec-Fetch-Site: cross-site`/`same-site` (another port on
+    /// the same host is another site's page too). Tools such as curl send neither and are answered.
+    pub fn check_origin(
+        &self,
+        origin: Option<&str>,
+        host: Option<&str>,
+        fetch_site: Option<&str>,
+    ) -> Result<(), ApiError> {
+        if let Some(site) = fetch_site.map(str::trim) {
+            if site.eq_ignore_ascii_case("cross-site") || site.eq_ignore_ascii_case("same-site") {
+                return Err(cross_origin(origin.unwrap_or(site)));
+            }
+        }
+        let Some(origin) = origin.map(str::trim) else { return Ok(()) };
+        let authority = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+        let same = match (authority, host) {
+            (Some(a), Some(h)) => a.eq_ignore_ascii_case(h.trim()),
+            // No Host to compare with (HTTP/1.0): the origin must at least be a name this server answers.
+            (Some(a), None) => self.check_host(Some(a)).is_ok(),
+            (None, _) => false, // "null" (sandboxed frames, file: pages) or another scheme
+        };
+        if same {
+            Ok(())
+        } else {
+            Err(cross_origin(origin))
+        }
+    }
+
     /// The bearer-token check for state-changing routes: 401 without credentials, 403 with wrong ones.
     pub fn check_token(&self, authorization: Option<&str>) -> Result<(), ApiError> {
         let Some(expected) = &self.token_digest else { return Ok(()) };
@@ -97,6 +129,13 @@ impl Security {
             Err(ApiError::forbidden("the bearer token is not valid"))
         }
     }
+}
+
+fn cross_origin(origin: &str) -> ApiError {
+    ApiError::forbidden("cross-origin request refused: the page that sent it is not served by this server")
+        .with_details(
+            serde_json::json!({"origin": origin, "hint": "call the API from its own dashboard, or without a browser"}),
+        )
 }
 
 /// `host:port` → `host`; `[::1]:80` → `[::1]`; a bare IPv6 address is kept whole.
@@ -154,6 +193,28 @@ mod tests {
         assert!(any.check_host(Some("192.168.1.4:8001")).is_ok());
         assert!(any.check_host(Some("rebind.example")).is_err());
         assert!(sec("10.0.0.5:1", &[], Some("t")).check_host(Some("localhost")).is_err());
+    }
+
+    #[test]
+    fn cross_origin_requests_are_refused() {
+        let s = sec("127.0.0.1:8001", &[], None);
+        let host = Some("127.0.0.1:8001");
+        assert!(s.check_origin(None, host, None).is_ok(), "curl");
+        assert!(s.check_origin(Some("http://127.0.0.1:8001"), host, Some("same-origin")).is_ok());
+        assert!(s.check_origin(None, host, Some("none")).is_ok(), "typed into the address bar");
+        for (origin, site) in [
+            (Some("http://evil.example"), None),
+            (Some("http://127.0.0.1:3000"), None),
+            (Some("http://localhost:8001"), None),
+            (Some("null"), None),
+            (None, Some("cross-site")),
+            (Some("http://127.0.0.1:8001"), Some("same-site")),
+        ] {
+            let e = s.check_origin(origin, host, site).unwrap_err();
+            assert_eq!(e.status, 403, "{origin:?} {site:?}");
+        }
+        assert!(s.check_origin(Some("http://127.0.0.1:8001"), None, None).is_ok());
+        assert!(s.check_origin(Some("http://evil.example"), None, None).is_err());
     }
 
     #[test]

@@ -242,6 +242,10 @@ impl Telemetry {
         let g = self.gates();
         Ok(json!({
             "settings": self.consent_json(),
+            "features": {
+                "enable_observability": self.config.features.enable_observability,
+                "enable_crash_uploader": self.config.features.enable_crash_uploader,
+            },
             "telemetry_active": g.telemetry_active,
             "crash_uploads_active": g.crash_uploads_active,
             "diagnostics_opt_in": self.consent().diagnostics_opt_in,

@@ -47,6 +47,27 @@ pub fn routes() -> Vec<Route> {
             }))
             .error(422, "`limit` is not an integer in 1..1000.")
             .component("CrashSummary", summary),
+        Route::get("/api/crashes/groups", groups)
+            .tag("crashes")
+            .summary("Crash dumps grouped by fingerprint, most recently seen first")
+            .describe("Repeats of one crash share a fingerprint. The same as `comfyvn-obs crash list --group --json`.")
+            .ok(json!({
+                "type": "object",
+                "required": ["ok", "groups", "total", "skipped"],
+                "properties": {
+                    "ok": {"const": true},
+                    "groups": {"type": "array", "items": {"type": "object",
+                        "required": ["fingerprint", "exc_type", "message", "count", "first_seen", "last_seen", "latest_event_id", "event_ids"],
+                        "properties": {
+                            "fingerprint": {"type": "string"}, "exc_type": {"type": "string"},
+                            "message": {"type": "string"}, "count": {"type": "integer"},
+                            "first_seen": {"type": "string"}, "last_seen": {"type": "string"},
+                            "latest_event_id": {"type": "string"},
+                            "event_ids": {"type": "array", "items": {"type": "string"}}}}},
+                    "total": {"type": "integer", "description": "Readable dumps."},
+                    "skipped": {"type": "array", "items": {"type": "string"}}
+                }
+            })),
         Route::get("/api/crashes/{event_id}", detail)
             .tag("crashes")
             .summary("One crash dump")
@@ -67,6 +88,12 @@ fn list(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
     let total = listing.dumps.len();
     let crashes: Vec<Value> = listing.dumps.iter().take(limit).map(|d| d.summary()).collect();
     Ok(Reply::json(&json!({"ok": true, "crashes": crashes, "total": total, "skipped": listing.problems})))
+}
+
+fn groups(state: &AppState, _req: &mut Req<'_>) -> Result<Reply, ApiError> {
+    let listing = crate::crash::list_dumps(&state.paths)?;
+    let groups = crate::crash::group_dumps(&listing.dumps);
+    Ok(Reply::json(&json!({"ok": true, "groups": groups, "total": listing.dumps.len(), "skipped": listing.problems})))
 }
 
 fn detail(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {

@@ -8,6 +8,7 @@
 pub mod assets;
 pub mod audit;
 pub mod crashes;
+pub mod dashboard;
 pub mod health;
 pub mod hooks;
 pub mod providers;
@@ -22,6 +23,7 @@ use crate::hooks::Catalogue;
 /// serves: routes that take an event name document its names.
 pub fn table(settings: &ServeSettings, catalogue: &Catalogue) -> Vec<Route> {
     let mut routes = Vec::new();
+    routes.extend(dashboard::routes());
     routes.extend(health::routes());
     routes.extend(hooks::routes(catalogue));
     routes.extend(webhooks::routes(catalogue));

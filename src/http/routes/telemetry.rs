@@ -108,10 +108,13 @@ pub fn routes() -> Vec<Route> {
     });
     let settings_answer = json!({
         "type": "object",
-        "required": ["settings", "telemetry_active", "crash_uploads_active", "diagnostics_opt_in",
+        "required": ["settings", "features", "telemetry_active", "crash_uploads_active", "diagnostics_opt_in",
             "diagnostics_active", "health", "feature_flag"],
         "properties": {
             "settings": consent,
+            "features": {"type": "object", "required": ["enable_observability", "enable_crash_uploader"],
+                "description": "The feature flags of config/comfyvn.json (`features`), read only.",
+                "properties": {"enable_observability": {"type": "boolean"}, "enable_crash_uploader": {"type": "boolean"}}},
             "telemetry_active": {"type": "boolean"},
             "crash_uploads_active": {"type": "boolean"},
             "diagnostics_opt_in": {"type": "boolean"},

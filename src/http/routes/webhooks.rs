@@ -1,6 +1,8 @@
 //! `POST|DELETE /api/modder/hooks/webhooks`: register (upsert by event + url) and remove webhook
 //! registrations through `hooks::webhook` (which owns `data/webhooks.json`, validation and masking). The
 //! delivery worker follows the hook history on its own; these routes only change registrations.
+//! `GET /api/modder/hooks/webhooks` and `…/deliveries` read the registrations with their queue counts
+//! and the delivery log, as `webhooks list --json` and `webhooks deliveries --json` print them.
 
 use serde_json::{json, Value};
 
@@ -39,7 +41,36 @@ pub fn routes(catalogue: &Catalogue) -> Vec<Route> {
     let listing = json!({"type": "object", "description": "The registration with its secret masked.",
         "properties": {"event": {"type": "string"}, "url": {"type": "string"},
             "secret": {"type": ["string", "null"]}, "enabled": {"type": "boolean"}}});
+    let status = json!({"type": "object", "required": ["event", "url", "enabled", "pending", "parked"],
+        "properties": {"event": {"type": "string"}, "url": {"type": "string"},
+            "secret": {"type": ["string", "null"], "description": "Masked, `*` per character."},
+            "enabled": {"type": "boolean"}, "consecutive_failures": {"type": "integer"},
+            "last_error": {"type": ["string", "null"]},
+            "pending": {"type": "integer", "description": "Deliveries not yet acknowledged, parked ones included."},
+            "parked": {"type": "integer", "description": "Kept while the registration is disabled."}}});
     vec![
+        Route::get("/api/modder/hooks/webhooks", list)
+            .tag("hooks")
+            .summary("Registrations with their delivery queues")
+            .describe("Secrets are masked. The same as `comfyvn-obs webhooks list --json`.")
+            .ok(json!({"type": "object", "required": ["ok", "webhooks"], "properties": {
+                "ok": {"const": true}, "webhooks": {"type": "array", "items": status}}})),
+        Route::get("/api/modder/hooks/webhooks/deliveries", deliveries)
+            .tag("hooks")
+            .summary("The newest delivery log entries, oldest first")
+            .describe(
+                "Lines of data/webhooks/deliveries.jsonl (and its rotated file): `ts`, `outcome`, `attempt`, \
+                `status_code`, `latency_ms`, `seq`, `event`, `url`, `error` or `reason`. The same as \
+                `comfyvn-obs webhooks deliveries --json`.",
+            )
+            .query(
+                "limit",
+                json!({"type": "integer", "minimum": 1, "maximum": DELIVERIES_MAX, "default": DELIVERIES_DEFAULT}),
+                "How many of the newest.",
+            )
+            .ok(json!({"type": "object", "required": ["ok", "deliveries"], "properties": {
+                "ok": {"const": true}, "deliveries": {"type": "array", "items": {"type": "object"}}}}))
+            .error(422, "`limit` is not an integer in 1..1000."),
         Route::post("/api/modder/hooks/webhooks", register)
             .tag("hooks")
             .summary("Register a webhook (upsert by event and url)")
@@ -70,6 +101,24 @@ fn refusal(e: WebhookError) -> ApiError {
         WebhookError::Io(err) => ApiError::internal(err),
         _ => ApiError::new(status, &message),
     }
+}
+
+const DELIVERIES_DEFAULT: i64 = 50;
+const DELIVERIES_MAX: i64 = 1000;
+
+fn list(state: &AppState, _req: &mut Req<'_>) -> Result<Reply, ApiError> {
+    let read = || -> anyhow::Result<Vec<Value>> {
+        let regs = webhook::WebhookStore::new(&state.paths).load()?;
+        crate::hooks::delivery::status_listing(&state.paths, &regs)
+    };
+    let webhooks = read().map_err(|e| ApiError::new(500, &format!("{e:#}")))?;
+    Ok(Reply::json(&json!({"ok": true, "webhooks": webhooks})))
+}
+
+fn deliveries(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
+    let limit = req.query_int_in("limit", DELIVERIES_DEFAULT, 1, DELIVERIES_MAX)? as usize;
+    let entries = crate::hooks::delivery::recent_deliveries(&state.paths, limit)?;
+    Ok(Reply::json(&json!({"ok": true, "deliveries": entries})))
 }
 
 fn register(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
