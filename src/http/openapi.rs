@@ -151,7 +151,10 @@ fn operation(route: &Route) -> Value {
     }
     if route.state_changing {
         add_error(401, "COMFYVN_API_TOKEN is set and no bearer token was sent.");
-        add_error(403, "Wrong bearer token, or Host header not allowed.");
+        add_error(
+            403,
+            "Wrong bearer token, Host header not allowed, or a cross-origin request (Origin, Sec-Fetch-Site).",
+        );
         op.insert("security".into(), json!([{}, {"bearerAuth": []}]));
     }
     add_error(500, "internal_error: details.error_id matches the server log.");
@@ -261,6 +264,7 @@ mod tests {
         }
         assert_eq!(emit["security"][1]["bearerAuth"], json!([]));
         assert!(doc["paths"]["/health"]["get"]["security"].is_null());
-        assert_eq!(operation_id(&all_routes()[0]), "get_health");
+        let health = all_routes().into_iter().find(|r| r.path == "/health").unwrap();
+        assert_eq!(operation_id(&health), "get_health");
     }
 }

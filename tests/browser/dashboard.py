@@ -144,7 +144,8 @@ def browser():
                  f"--user-data-dir={tempfile.mkdtemp(prefix='chromium-')}"]:
         opts.add_argument(flag)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
+    # A time zone far from UTC, so a check can tell local time from UTC.
+    return webdriver.Chrome(service=Service(CHROMEDRIVER, env=dict(os.environ, TZ="Asia/Tokyo")), options=opts)
 
 
 def wait(driver, cond, timeout=10, what="condition"):
@@ -365,6 +366,11 @@ def check_crash_appears_with_traceback(ctx):
     link.click()
     tb = wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#crash-detail pre.traceback"), what="traceback")[0]
     assert "simulate" in tb.text, f"traceback: {tb.text[:200]!r}"
+    t = d.find_element(By.CSS_SELECTOR, "#crash-detail time")
+    utc = t.get_attribute("datetime")  # 2026-12-03T16:03:03.000Z
+    assert t.get_attribute("title").endswith(" UTC"), t.get_attribute("title")
+    shown_hour, utc_hour = int(t.text[11:13]), int(utc[11:13])
+    assert shown_hour == (utc_hour + 9) % 24, f"not local time (Asia/Tokyo): {t.text!r} for {utc}"
     path = d.find_element(By.CSS_SELECTOR, "#crash-detail .pathline input").get_attribute("value")
     assert path.endswith(".json") and os.path.exists(path), f"dump path {path!r}"
     ctx["shots"].append(shot(d, "crashes"))
@@ -434,6 +440,19 @@ def check_cross_origin_write_refused(ctx):
     r.read()
 
 
+def check_keyboard_navigation(ctx):
+    d, root = ctx["driver"], ctx["root"]
+    from selenium.webdriver.common.keys import Keys
+    d.get(root.url + "#providers")
+    tab = wait(d, lambda d: d.find_element(By.ID, "tab-providers"), what="tabs")
+    tab.send_keys(Keys.ARROW_RIGHT)
+    wait(d, lambda d: d.find_element(By.ID, "view-hooks").is_displayed(), what="arrow key to the next view")
+    assert d.switch_to.active_element.get_attribute("id") == "tab-hooks"
+    assert d.find_element(By.ID, "tab-hooks").get_attribute("aria-selected") == "true"
+    d.switch_to.active_element.send_keys(Keys.ARROW_LEFT)
+    wait(d, lambda d: d.find_element(By.ID, "view-providers").is_displayed(), what="arrow key back")
+
+
 def check_narrow_window(ctx):
     d, root = ctx["driver"], ctx["root"]
     d.set_window_size(420, 900)
@@ -457,6 +476,7 @@ CHECKS = [
     check_telemetry_and_webhooks_views,
     check_resync_is_shown_and_the_gap_filled,
     check_cross_origin_write_refused,
+    check_keyboard_navigation,
     check_narrow_window,
     check_token_flow,
 ]

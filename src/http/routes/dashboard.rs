@@ -1,4 +1,4 @@
-//! `GET /` and `GET /ui/{file}`: the Debug Integrations dashboard, a page of plain HTML, CSS and
+//! `GET /` and `GET /ui/<file>`: the Debug Integrations dashboard, a page of plain HTML, CSS and
 //! JavaScript compiled into the binary (`web/`), so it works offline and needs no build step.
 //!
 //! The page only reads and calls the documented API routes; it holds no state of its own on the
@@ -10,7 +10,7 @@
 use serde_json::json;
 
 use crate::http::router::Route;
-use crate::http::{ApiError, AppState, Reply, Req};
+use crate::http::{Reply, Req};
 
 /// The policy on every dashboard file. `connect-src 'self'` covers fetch, EventSource and the
 /// WebSocket on the same host and port.
@@ -43,37 +43,27 @@ pub fn files() -> Vec<(&'static str, &'static str)> {
 
 pub fn routes() -> Vec<Route> {
     let html = json!({"type": "string", "contentMediaType": "text/html"});
-    vec![
-        Route::get("/", |_, req| Ok(serve(&INDEX, req)))
-            .tag("dashboard")
-            .summary("The Debug Integrations dashboard")
-            .describe(
-                "A web page over this API: providers, live hooks, crashes, assets and audit, telemetry \
+    let mut routes = vec![Route::get("/", |_, req| Ok(serve(&INDEX, req)))
+        .tag("dashboard")
+        .summary("The Debug Integrations dashboard")
+        .describe(
+            "A web page over this API: providers, live hooks, crashes, assets and audit, telemetry \
                 consent and webhooks. Everything it needs is compiled into the binary; nothing is loaded \
                 from the network. See docs/dashboard.md.",
-            )
-            .response(200, "The page.", Some(("text/html", html)))
-            .response(304, "Unchanged since the `If-None-Match` ETag.", None),
-        Route::get("/ui/{file}", asset)
-            .tag("dashboard")
-            .summary("A file of the dashboard (script, style sheet, icon)")
-            .path_param("file", "`app.js`, `app.css` or `favicon.svg`.")
-            .response(
-                200,
-                "The file.",
-                Some(("text/plain", json!({"type": "string", "description": "JavaScript, CSS or SVG."}))),
-            )
-            .response(304, "Unchanged since the `If-None-Match` ETag.", None)
-            .error(404, "No such file."),
-    ]
-}
-
-fn asset(_state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
-    let name = req.param("file");
-    match ASSETS.iter().find(|a| a.name == name) {
-        Some(a) => Ok(serve(a, req)),
-        None => Err(ApiError::not_found("no such dashboard file").with_details(json!({"file": name}))),
+        )
+        .response(200, "The page.", Some(("text/html", html)))
+        .response(304, "Unchanged since the `If-None-Match` ETag.", None)];
+    for a in ASSETS {
+        let media = a.content_type.split(';').next().unwrap_or(a.content_type);
+        routes.push(
+            Route::get(&format!("/ui/{}", a.name), move |_, req| Ok(serve(a, req)))
+                .tag("dashboard")
+                .summary(&format!("The dashboard's {}", a.name))
+                .response(200, "The file.", Some((media, json!({"type": "string"}))))
+                .response(304, "Unchanged since the `If-None-Match` ETag.", None),
+        );
     }
+    routes
 }
 
 fn serve(asset: &Asset, req: &Req<'_>) -> Reply {
