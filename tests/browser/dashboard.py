@@ -74,7 +74,9 @@ class Root:
         with open(os.path.join(self.dir, "config", "comfyvn.json"), "w") as f:
             json.dump({"features": {"enable_observability": True},
                        "telemetry": {"telemetry_opt_in": False, "dry_run": True},
-                       "obs": {"providers": {"slow_ms": 300, "timeout_ms": 2000}}}, f)
+                       "obs": {"providers": {"slow_ms": 300, "timeout_ms": 2000},
+                               # Short timeouts, so an idle gap longer than each fits in a test.
+                               "server": {"io_timeout_ms": 1500, "sse_keepalive_secs": 1}}}, f)
 
     def providers(self, base):
         down = free_port()  # nothing listens there
@@ -91,7 +93,7 @@ class Root:
         path = os.path.join(self.dir, "config", "comfyvn.json")
         with open(path) as f:
             cfg = json.load(f)
-        cfg["obs"]["server"] = server
+        cfg["obs"].setdefault("server", {}).update(server)
         with open(path + ".tmp", "w") as f:
             json.dump(cfg, f)
         os.replace(path + ".tmp", path)
@@ -243,6 +245,21 @@ def check_emitted_event_appears_live(ctx):
     figures["append_to_check_ms"] = round((time.time() - appended) * 1000)
     if seq is not None:
         assert seq in table_seqs(d)
+
+
+def check_idle_gap_longer_than_every_timeout(ctx):
+    """Nothing happens for longer than the server's I/O timeout and keepalive interval: the stream stays
+    live (or comes back by itself), and the next event and the next request still arrive."""
+    d, root = ctx["driver"], ctx["root"]
+    goto(d, "hooks")
+    time.sleep(4)  # io_timeout_ms 1500, sse_keepalive_secs 1: idle keep-alive connections were closed
+    root.cli("hooks", "emit", "on_scene_enter", "--data", json.dumps({"scene": "after-idle"}))
+    wait(d, lambda d: "after-idle" in d.find_element(By.ID, "hooks-table").text, what="the event after the idle gap")
+    goto(d, "providers")
+    d.find_element(By.ID, "providers-refresh").click()
+    wait(d, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#providers-table tr[data-provider]")) == 3, what="a fetch after the gap")
+    assert "live" in d.find_element(By.ID, "stream-state").text
+    assert not console_errors(d), console_errors(d)
 
 
 def check_filter_and_pause(ctx):
@@ -468,6 +485,7 @@ CHECKS = [
     check_loads_without_console_errors,
     check_provider_rows_are_coloured,
     check_emitted_event_appears_live,
+    check_idle_gap_longer_than_every_timeout,
     check_filter_and_pause,
     check_payloads_render_as_text,
     check_reconnect_has_no_gap,
