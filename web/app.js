@@ -3,7 +3,8 @@
 // Rules this file keeps:
 // - every value from the server is put into the page as text (textContent, attributes), never parsed
 //   as HTML; the Content-Security-Policy forbids inline code as a second line of defence;
-// - the API token is only ever sent in an Authorization header, never in a URL;
+// - the API token is only ever sent in an Authorization header (on every call once given, since some
+//   GET routes, such as the diagnostics download, count as changes), never in a URL;
 // - the live stream is read with fetch from the SSE route and resumed with `since=<last seq seen>`,
 //   so a reconnect has neither a gap nor a duplicate; `resync_required` is shown, and the gap is
 //   fetched from the history when it is small enough;
@@ -110,7 +111,7 @@ async function api(path, opts = {}) {
     const headers = { Accept: "application/json" };
     if (opts.body !== undefined) headers["Content-Type"] = "application/json";
     const token = localStorage.getItem(TOKEN_KEY);
-    if (token && method !== "GET") headers.Authorization = `Bearer ${token}`;
+    if (token) headers.Authorization = `Bearer ${token}`; // same origin only (credentials: "omit" keeps cookies out)
     const res = await fetch(path, {
       method, headers, body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
       cache: "no-store", credentials: "omit",
