@@ -703,6 +703,7 @@ pub fn new_sidecar(rel: &RelPath, hash: &str, bytes: u64, uid: String, opts: &Re
         bytes,
         tags: sidecar::normalise_tags(&opts.tags),
         license: opts.license.clone().filter(|l| !l.trim().is_empty()),
+        credits: sidecar::Credits::default(),
         origin: opts.origin.clone(),
         version: 1,
         created_at: Some(now.clone()),
