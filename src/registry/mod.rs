@@ -7,6 +7,7 @@
 //! `crate::fs`. Must not: modify asset bytes, follow symbolic links, write outside the assets root
 //! (except the trash under the log folder), publish hooks or print (callers do that).
 
+pub mod credits;
 pub mod discover;
 pub mod events;
 pub mod index;
