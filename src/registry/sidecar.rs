@@ -4,7 +4,8 @@
 //! Owns the format only: reading and writing files is done by the registry through `crate::fs`.
 //! Machine fields (`schema`, `uid`, `type` when absent, `path`, `hash`, `bytes`, `version`,
 //! `created_at`, `updated_at`) are filled and refreshed by the tool; human fields (`tags`, `license`,
-//! `origin`, `meta`, `provenance`, and any unknown top-level key) are kept as written.
+//! the optional credit fields `author`, `source_url`, `attribution`, `license_status`, `origin`,
+//! `meta`, `provenance`, and any unknown top-level key) are kept as written.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
