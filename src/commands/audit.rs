@@ -199,7 +199,7 @@ pub fn run(ctx: &Ctx, args: AuditArgs) -> Result<ExitCode> {
     })?;
     // The report is printed even when `latest.json` cannot be written; that failure then makes the
     // exit code 2, after the report.
-    let saved = if dry_run { Ok(()) } else { save_latest(ctx, &scan, &report) };
+    let saved = if dry_run { Ok(()) } else { save_latest(ctx, &scan, &mut report) };
     output::print(&format::render(&report, settings.format))?;
     if let Err(e) = saved {
         std::mem::forget(scan);
@@ -374,13 +374,18 @@ fn save_cache(cache: &mut StatCache, cache_path: &Path, scan: &Scan) {
 }
 
 /// Write `logs/audit/latest.json`: the report plus `generated_at` and the scan statistics.
-fn save_latest(ctx: &Ctx, scan: &Scan, report: &Report) -> Result<()> {
-    let mut latest = report.clone();
-    latest.generated_at = Some(crate::time::iso_now());
-    latest.stats = Some(scan.stats);
+fn save_latest(ctx: &Ctx, scan: &Scan, report: &mut Report) -> Result<()> {
+    // The two fields are set for this document only, not cloned into a copy: a report can hold
+    // 300,000 findings.
+    report.generated_at = Some(crate::time::iso_now());
+    report.stats = Some(scan.stats);
+    let bytes = crate::fs::to_pretty_json(&*report);
+    report.generated_at = None;
+    report.stats = None;
+    let bytes = bytes?;
     // A derived document (the audit recreates it), so atomic without fsync, like the cache: an fsync
     // here costs more than a whole stat-only re-audit on a busy disk.
-    crate::fs::write_atomic_nosync(&ctx.paths.audit_latest(), &crate::fs::to_pretty_json(&latest)?)
+    crate::fs::write_atomic_nosync(&ctx.paths.audit_latest(), &bytes)
 }
 
 /// The assets root for people and CI annotations: relative to the current directory when inside it.
