@@ -16,9 +16,11 @@ use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use super::{AssetState, Facts, FileState, Scan, SidecarState};
-use crate::registry::{sidecar, FileStat, RelPath};
+use crate::registry::sidecar::{self, LicenseStatus};
+use crate::registry::{FileStat, RelPath};
 
-pub const SCHEMA: u32 = 1;
+/// 2: the facts carry `license_status` and whether there is an `attribution`.
+pub const SCHEMA: u32 = 2;
 
 /// How close to the observing audit's start an mtime or ctime may be before the entry is not stored.
 pub const RACY_NS: i64 = 2_000_000_000;
@@ -44,7 +46,8 @@ struct SidecarPart(u64, i64, u64, i64, Compact);
 
 /// [`Facts`] without what can be derived: `null` for a uid equal to the hash's first 16 hex, a type
 /// equal to the derived one, a recorded path equal to the asset's, a hash equal to the file's.
-/// Flags: 1 = has tags, 2 = provenance source, 4 = bytes present.
+/// Flags: 1 = has tags, 2 = provenance source, 4 = bytes present, 8/16/24 = license status
+/// verified/pending/rejected, 32 = attribution.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Compact(
     Option<String>,
@@ -68,7 +71,16 @@ impl Compact {
             hash,
             f.bytes.unwrap_or(0),
             f.license.clone(),
-            u8::from(f.has_tags) | (u8::from(f.provenance_source) << 1) | (u8::from(f.bytes.is_some()) << 2),
+            u8::from(f.has_tags)
+                | (u8::from(f.provenance_source) << 1)
+                | (u8::from(f.bytes.is_some()) << 2)
+                | (match f.license_status {
+                    None => 0,
+                    Some(LicenseStatus::Verified) => 8,
+                    Some(LicenseStatus::Pending) => 16,
+                    Some(LicenseStatus::Rejected) => 24,
+                })
+                | (u8::from(f.has_attribution) << 5),
             f.fixable.clone(),
         )
     }
@@ -96,6 +108,13 @@ impl Compact {
             license: self.5.clone(),
             has_tags: self.6 & 1 != 0,
             provenance_source: self.6 & 2 != 0,
+            license_status: match self.6 & 24 {
+                8 => Some(LicenseStatus::Verified),
+                16 => Some(LicenseStatus::Pending),
+                24 => Some(LicenseStatus::Rejected),
+                _ => None,
+            },
+            has_attribution: self.6 & 32 != 0,
             fixable: self.7.clone(),
         })
     }
@@ -193,7 +212,7 @@ impl StatCache {
     /// mtime or ctime is within [`RACY_NS`] of the scan's start is not trusted next time.
     pub fn update(&mut self, scan: &Scan) -> bool {
         let limit = scan.started_at_ns - RACY_NS;
-        let in_scope_rows = self.rows.iter().filter(|r| in_scope(&r.0, scan.scope.as_ref())).count();
+        let in_scope_rows = self.rows.iter().filter(|r| scan.covers(&r.0)).count();
         let mut expected = 0;
         let mut same = self.loaded;
         for a in &scan.assets {
@@ -213,10 +232,8 @@ impl StatCache {
         // Keep rows outside the scope that the scan did not see (a single-file scope sees the asset
         // of a sidecar outside its literal path).
         let seen = |rel: &str| scan.assets.binary_search_by(|a| a.rel.as_str().cmp(rel)).is_ok();
-        let mut rows: Vec<Row> = std::mem::take(&mut self.rows)
-            .into_iter()
-            .filter(|r| !in_scope(&r.0, scan.scope.as_ref()) && !seen(&r.0))
-            .collect();
+        let mut rows: Vec<Row> =
+            std::mem::take(&mut self.rows).into_iter().filter(|r| !scan.covers(&r.0) && !seen(&r.0)).collect();
         rows.reserve(expected);
         for a in &scan.assets {
             let (file, side) = parts(a, limit);
@@ -304,6 +321,8 @@ mod tests {
             license: None,
             has_tags: false,
             provenance_source: false,
+            license_status: Some(LicenseStatus::Rejected),
+            has_attribution: true,
             fixable: vec![],
         }
     }
@@ -357,11 +376,21 @@ mod tests {
             license: Some("MIT".into()),
             has_tags: true,
             provenance_source: false,
+            license_status: None,
+            has_attribution: false,
             fixable: vec![],
         };
         let c = Compact::of(&f, &rel, Some(&hash));
         assert_eq!(serde_json::to_string(&c).unwrap(), r#"[null,null,null,null,9,"MIT",5]"#);
         assert_eq!(c.facts(rel.as_str(), Some(&hash)), Some(f.clone()));
+        for (status, flags) in
+            [(LicenseStatus::Verified, 8 + 32), (LicenseStatus::Pending, 16 + 32), (LicenseStatus::Rejected, 24 + 32)]
+        {
+            let g = Facts { license_status: Some(status), has_attribution: true, ..f.clone() };
+            let c = Compact::of(&g, &rel, Some(&hash));
+            assert_eq!(c.6, 5 + flags);
+            assert_eq!(c.facts(rel.as_str(), Some(&hash)), Some(g));
+        }
         // Without the file's hash the sidecar's own is kept.
         let alone = Compact::of(&f, &rel, None);
         assert_eq!(alone.facts(rel.as_str(), None), Some(f));

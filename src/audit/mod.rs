@@ -7,10 +7,13 @@
 //! writes go through the registry, the cache and report files through `crate::fs`, called by the
 //! command.
 
+pub mod baseline;
 pub mod cache;
 pub mod format;
+pub mod merge;
 pub mod report;
 pub mod rules;
+pub mod shard;
 pub mod walk;
 
 use std::collections::HashSet;
@@ -25,7 +28,7 @@ pub use report::Report;
 pub use walk::{scan, ScanOptions};
 
 /// How bad a finding is. Ordered: `Warning < Error`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     Warning,
@@ -42,7 +45,7 @@ impl Severity {
 }
 
 /// `--fail-on`: the lowest severity that makes the audit fail.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum FailOn {
     Error,
@@ -80,6 +83,64 @@ pub struct Finding {
     pub message: String,
     /// `--fix` repairs it.
     pub fixable: bool,
+    /// What the finding is about, independent of its wording (see [`Fingerprint`]).
+    pub fingerprint: Fingerprint,
+}
+
+/// A stable key of what a finding is about, beside its rule and path: the rule's id mixed with the
+/// rule's subject (the license for `disallowed-license`, the file's hash for `stale-hash`, nothing
+/// for `missing-tags`), never the message text, so rewording a message keeps baselines valid.
+/// 64-bit FNV-1a, shown as 16 hex digits; it only has to tell findings of one rule on one path
+/// apart, and costs no allocation (a 100,000-file tree can have 300,000 findings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Fingerprint(pub u64);
+
+impl Fingerprint {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0100_0000_01b3;
+
+    /// The fingerprint of a rule's finding without a subject.
+    pub const fn of_rule(rule: &str) -> Fingerprint {
+        Fingerprint(Self::feed(Self::OFFSET, rule.as_bytes()))
+    }
+
+    /// Mix `subject` in (after a separator, so `("a", "bc")` and `("ab", "c")` differ).
+    pub fn with(self, subject: &str) -> Fingerprint {
+        Fingerprint(Self::feed(Self::feed(self.0, &[0]), subject.as_bytes()))
+    }
+
+    const fn feed(mut h: u64, bytes: &[u8]) -> u64 {
+        let mut i = 0;
+        while i < bytes.len() {
+            h ^= bytes[i] as u64;
+            h = h.wrapping_mul(Self::PRIME);
+            i += 1;
+        }
+        h
+    }
+
+    pub fn parse(s: &str) -> Option<Fingerprint> {
+        (s.len() == 16).then(|| u64::from_str_radix(s, 16).ok()).flatten().map(Fingerprint)
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl Serialize for Fingerprint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Fingerprint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Fingerprint::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("expected 16 hex digits, found {s:?}")))
+    }
 }
 
 /// What the rules need to know about a readable sidecar; also what the stat cache stores.
@@ -97,6 +158,11 @@ pub struct Facts {
     pub license: Option<String>,
     pub has_tags: bool,
     pub provenance_source: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub license_status: Option<sidecar::LicenseStatus>,
+    /// A non-blank `attribution`.
+    #[serde(default)]
+    pub has_attribution: bool,
     /// Machine fields a refresh would fill or correct (`"path: records …"`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fixable: Vec<String>,
@@ -128,6 +194,8 @@ impl Facts {
             license: s.license,
             has_tags: s.has_tags,
             provenance_source: s.provenance_source,
+            license_status: s.license_status,
+            has_attribution: s.has_attribution,
             fixable,
         }
     }
@@ -142,6 +210,8 @@ impl Facts {
             license: s.license.clone(),
             has_tags: !s.tags.is_empty(),
             provenance_source: s.provenance_source().is_some(),
+            license_status: s.credits.license_status,
+            has_attribution: s.attribution_text().is_some(),
             fixable: Vec::new(),
         }
     }
@@ -195,12 +265,23 @@ pub struct Scan {
     pub troubles: Vec<Trouble>,
     pub skipped: Vec<Skipped>,
     pub scope: Option<RelPath>,
+    /// The shard scanned, when not the whole tree.
+    pub shard: Option<shard::Shard>,
     /// System time (ns) when the scan began; the cache's racy limit is measured from it.
     pub started_at_ns: i64,
     pub stats: ScanStats,
 }
 
 impl Scan {
+    /// True when `rel` (an asset path) is in what this scan looked at: its scope and its shard.
+    pub fn covers(&self, rel: &str) -> bool {
+        let in_scope = match &self.scope {
+            None => true,
+            Some(s) => rel == s.as_str() || rel.strip_prefix(s.as_str()).is_some_and(|r| r.starts_with('/')),
+        };
+        in_scope && self.shard.is_none_or(|k| k.owns(rel))
+    }
+
     /// Number of sidecar files (valid or not, orphans included).
     pub fn sidecar_count(&self) -> usize {
         self.assets.iter().filter(|a| !matches!(a.sidecar, SidecarState::Absent)).count() + self.orphans.len()
@@ -208,7 +289,7 @@ impl Scan {
 }
 
 /// What `--fix` does to one sidecar.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Action {
     /// Write a sidecar for an asset without one.
@@ -364,9 +445,10 @@ pub fn record_found(scan: &mut Scan, rel: &RelPath, sidecar: &registry::Sidecar)
     }
 }
 
-/// Run the rules over a scan.
-pub fn evaluate(scan: &Scan, policy: &registry::Policy, require_provenance: bool) -> Vec<Finding> {
-    rules::run_all(&rules::Ctx { scan, policy, require_provenance })
+/// Run the rules over a scan (`release`: the release-gate rules too). A shard's scan leaves out the
+/// checks across folders; `audit merge` runs them over the whole tree.
+pub fn evaluate(scan: &Scan, policy: &registry::Policy, require_provenance: bool, release: bool) -> Vec<Finding> {
+    rules::run_all(&rules::Ctx { scan, policy, require_provenance, whole_tree: scan.shard.is_none(), release })
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ impl Env {
         RelPath::parse(rel).unwrap()
     }
     fn findings(&self, scan: &Scan) -> Vec<String> {
-        evaluate(scan, &crate::registry::Policy::default(), false)
+        evaluate(scan, &crate::registry::Policy::default(), false, false)
             .into_iter()
             .map(|f| format!("{} {}", f.path, f.rule))
             .collect()
@@ -119,7 +119,7 @@ fn vanished_and_unreadable_files_are_findings() {
     std::fs::remove_file(e.reg.abs(&rel)).unwrap();
     // Check what discovery listed, as if the file vanished mid-audit.
     let folder = crate::registry::discover::Folder { assets: found.assets, sidecars: vec![] };
-    let (assets, _) = walk::check_folder(e.reg.root(), &folder, &StatCache::default(), true);
+    let (assets, _) = walk::check_folder(e.reg.root(), &folder, &StatCache::default(), true, None);
     assert_eq!(assets[0].file, FileState::Unreadable("vanished while being read".into()));
     assert!(matches!(assets[1].file, FileState::Hashed { bytes: 1, .. }));
 }

@@ -16,6 +16,7 @@ use anyhow::{Context, Result};
 use rayon::prelude::*;
 
 use super::cache::StatCache;
+use super::shard::Shard;
 use super::{AssetState, Facts, FileState, Scan, ScanStats, SidecarState};
 use crate::registry::discover::vanished_or;
 use crate::registry::discover::Folder;
@@ -30,6 +31,23 @@ pub struct ScanOptions {
     pub full: bool,
     /// Worker threads; 0 = one per core.
     pub jobs: usize,
+    /// Only the folders of this shard.
+    pub shard: Option<Shard>,
+    /// Counters for a progress line, updated as files are listed and hashed.
+    pub progress: Option<std::sync::Arc<Progress>>,
+}
+
+/// Live counts of a running scan, for a progress line (read from another thread).
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Assets listed so far (the total, once the walk has ended).
+    pub listed: std::sync::atomic::AtomicU64,
+    /// Assets checked so far (hashed, or taken from the cache).
+    pub checked: std::sync::atomic::AtomicU64,
+    /// Bytes hashed so far.
+    pub bytes: std::sync::atomic::AtomicU64,
+    /// The walk has listed every folder.
+    pub walked: std::sync::atomic::AtomicBool,
 }
 
 thread_local! {
@@ -64,12 +82,28 @@ pub fn scan(registry: &Registry, cache: &StatCache, opts: &ScanOptions) -> Resul
         let checked = std::sync::Mutex::new((Vec::<AssetState>::new(), Vec::<Found>::new()));
         // Each folder is checked as soon as it is listed, so hashing overlaps the rest of the walk.
         // A full scan opens every file anyway: it takes the stat from the open handle instead.
-        let (troubles, skipped) = registry.discover_each(opts.scope.as_ref(), !opts.full, &|folder| {
-            let (assets, orphans) = check_folder(root, &folder, cache, opts.full);
+        let (mut troubles, mut skipped) = registry.discover_each(opts.scope.as_ref(), !opts.full, &|folder| {
+            if let Some(shard) = opts.shard {
+                let first = folder.assets.first().or(folder.sidecars.first());
+                if first.is_some_and(|f| !shard.owns(f.rel.as_str())) {
+                    return;
+                }
+            }
+            if let Some(p) = &opts.progress {
+                p.listed.fetch_add(folder.assets.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            let (assets, orphans) = check_folder(root, &folder, cache, opts.full, opts.progress.as_deref());
             let mut all = checked.lock().unwrap_or_else(|p| p.into_inner());
             all.0.extend(assets);
             all.1.extend(orphans);
         })?;
+        if let Some(p) = &opts.progress {
+            p.walked.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        if let Some(shard) = opts.shard {
+            troubles.retain(|t| shard.owns(&t.path));
+            skipped.retain(|s| shard.owns(&s.path));
+        }
         let (mut assets, mut orphans) = checked.into_inner().unwrap_or_else(|p| p.into_inner());
         // Concatenated sorted runs (one per folder): the stable sort merges runs in linear passes.
         assets.sort_by(|a, b| a.rel.cmp(&b.rel));
@@ -92,7 +126,16 @@ pub fn scan(registry: &Registry, cache: &StatCache, opts: &ScanOptions) -> Resul
                 }
             }
         }
-        Ok(Scan { assets, orphans, troubles, skipped, scope: opts.scope.clone(), started_at_ns, stats })
+        Ok(Scan {
+            assets,
+            orphans,
+            troubles,
+            skipped,
+            scope: opts.scope.clone(),
+            shard: opts.shard,
+            started_at_ns,
+            stats,
+        })
     })
 }
 
@@ -108,6 +151,7 @@ pub(super) fn check_folder(
     folder: &Folder,
     cache: &StatCache,
     full: bool,
+    progress: Option<&Progress>,
 ) -> (Vec<AssetState>, Vec<Found>) {
     let orphans: Vec<Found> = folder
         .sidecars
@@ -118,7 +162,7 @@ pub(super) fn check_folder(
         })
         .cloned()
         .collect();
-    let task = Task { root, folder, cache, full };
+    let task = Task { root, folder, cache, full, progress };
     let assets = folder
         .assets
         .par_chunks(TASK_FILES)
@@ -163,6 +207,7 @@ struct Task<'a> {
     folder: &'a Folder,
     cache: &'a StatCache,
     full: bool,
+    progress: Option<&'a Progress>,
 }
 
 impl Task<'_> {
@@ -178,6 +223,9 @@ impl Task<'_> {
         let mut run = Run { task: self, files, states: Vec::with_capacity(files.len()) };
         crate::digest::sha256_each(&mut run);
         debug_assert_eq!(run.states.len(), files.len());
+        if let Some(p) = self.progress {
+            p.checked.fetch_add(files.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
         run.states
             .into_iter()
             .map(|(mut state, file)| {
@@ -258,7 +306,12 @@ impl crate::digest::Messages for Run<'_> {
 
     fn done(&mut self, i: usize, result: std::io::Result<([u8; 32], u64)>) {
         self.states[i].1 = Some(match result {
-            Ok((digest, bytes)) => FileState::Hashed { hash: crate::digest::hex(&digest), bytes },
+            Ok((digest, bytes)) => {
+                if let Some(p) = self.task.progress {
+                    p.bytes.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+                }
+                FileState::Hashed { hash: crate::digest::hex(&digest), bytes }
+            }
             Err(e) => FileState::Unreadable(vanished_or(&e)),
         });
     }

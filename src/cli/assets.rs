@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Subcommand};
+use clap::{Args, Subcommand, ValueEnum};
 
 #[derive(Debug, Subcommand)]
 pub enum AssetsCommand {
@@ -20,6 +20,32 @@ pub enum AssetsCommand {
     SetLicense(SetLicenseArgs),
     /// Take an asset out of the registry: its file and sidecar move to logs/trash/.
     Remove(ShowArgs),
+    /// Print the credits (a NOTICE) from the sidecars: title, author, source, license, attribution.
+    Credits(CreditsArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CreditsFormat {
+    Md,
+    Txt,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CreditsGroup {
+    License,
+    Type,
+    Author,
+}
+
+#[derive(Debug, Args)]
+pub struct CreditsArgs {
+    /// Output format: Markdown, plain text or JSON.
+    #[arg(long, value_enum, default_value_t = CreditsFormat::Md)]
+    pub format: CreditsFormat,
+    /// Group the assets by license, type or author.
+    #[arg(long, value_enum, default_value_t = CreditsGroup::License)]
+    pub group_by: CreditsGroup,
 }
 
 #[derive(Debug, Args)]

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FormatArg {
@@ -21,7 +21,10 @@ pub enum FailOnArg {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: Option<AuditCommand>,
     /// Audit only this folder or file (inside the assets root).
     pub path: Option<PathBuf>,
     /// Output format.
@@ -48,6 +51,40 @@ pub struct AuditArgs {
     /// Accepted for compatibility with the original toolkit (the report is always produced).
     #[arg(long)]
     pub report: bool,
+    /// Report only findings that are not in this baseline (or got worse), and list the resolved ones.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Record every finding of this audit in FILE, a sorted JSON baseline to commit.
+    #[arg(long, value_name = "FILE")]
+    pub write_baseline: Option<PathBuf>,
+    /// Audit only shard K of N (folders assigned by a hash of their path); combine with `audit merge`.
+    #[arg(long, value_name = "K/N")]
+    pub shard: Option<String>,
+    /// Add the release-gate rules: a pending or rejected license_status, a missing attribution.
+    #[arg(long)]
+    pub release: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Combine the `--format json` reports of `audit --shard K/N` into the report of one audit.
+    Merge(MergeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// The shard reports, one per shard (any order).
+    #[arg(value_name = "REPORT.json", required = true)]
+    pub reports: Vec<PathBuf>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = FormatArg::Text)]
+    pub format: FormatArg,
+    /// Report only findings that are not in this baseline (or got worse), and list the resolved ones.
+    #[arg(long, value_name = "FILE")]
+    pub baseline: Option<PathBuf>,
+    /// Record every finding of the merged report in FILE.
+    #[arg(long, value_name = "FILE")]
+    pub write_baseline: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

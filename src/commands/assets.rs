@@ -1,4 +1,4 @@
-//! `comfyvn-obs assets list|show|register|tag|untag|set-license|remove`.
+//! `comfyvn-obs assets list|show|register|tag|untag|set-license|remove|credits`.
 //!
 //! Orchestration only: build the index, call the registry, append the bridged hook events, print.
 //! A uid or path that names no asset is exit 1 (a missing item); bad input is exit 2.
@@ -9,7 +9,9 @@ use anyhow::{anyhow, Context, Result};
 use serde_json::{json, Map, Value};
 
 use super::Ctx;
-use crate::cli::assets::{AssetsCommand, ListArgs, RegisterArgs, SetLicenseArgs, ShowArgs, TagArgs};
+use crate::cli::assets::{
+    AssetsCommand, CreditsArgs, CreditsFormat, CreditsGroup, ListArgs, RegisterArgs, SetLicenseArgs, ShowArgs, TagArgs,
+};
 use crate::exit_code::{hinted, ExitCode};
 use crate::hooks::Bus;
 use crate::output;
@@ -38,6 +40,7 @@ pub fn run(ctx: &Ctx, cmd: AssetsCommand) -> Result<ExitCode> {
             edit(ctx, &registry, &asset, &patch)
         }
         AssetsCommand::Remove(args) => remove(ctx, &registry, &args.asset),
+        AssetsCommand::Credits(args) => credits(&registry, &args),
     }
 }
 
@@ -80,6 +83,25 @@ fn not_found(arg: &str) -> ExitCode {
         "`comfyvn-obs assets list` shows what is registered; `comfyvn-obs audit` shows files without sidecars",
     ));
     ExitCode::Failure
+}
+
+/// The credits of every registered asset. Sidecars that cannot be read are left out with a warning
+/// on stderr (the audit names them).
+fn credits(registry: &Registry, args: &CreditsArgs) -> Result<ExitCode> {
+    use registry::credits::{self, Format, GroupBy};
+    let index = index(registry)?;
+    let group_by = match args.group_by {
+        CreditsGroup::License => GroupBy::License,
+        CreditsGroup::Type => GroupBy::Type,
+        CreditsGroup::Author => GroupBy::Author,
+    };
+    let format = match args.format {
+        CreditsFormat::Md => Format::Markdown,
+        CreditsFormat::Txt => Format::Text,
+        CreditsFormat::Json => Format::Json,
+    };
+    output::print(&credits::render(&credits::build(index.iter(), group_by), format))?;
+    Ok(ExitCode::Success)
 }
 
 fn list(registry: &Registry, args: ListArgs) -> Result<ExitCode> {

@@ -9,10 +9,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use super::Ctx;
+use crate::audit::baseline::Baseline;
 use crate::audit::format::{self, Format};
-use crate::audit::report::{ChangeLine, ChangeStatus, Context as ReportContext, Mode};
-use crate::audit::{self, FailOn, Planned, Report, Scan, ScanOptions, StatCache};
-use crate::cli::audit::{AuditArgs, FailOnArg, FormatArg};
+use crate::audit::report::{ChangeLine, ChangeStatus, Context as ReportContext, Mode, TreeEntry};
+use crate::audit::shard::Shard;
+use crate::audit::{self, FailOn, FileState, Planned, Report, Scan, ScanOptions, SidecarState, StatCache};
+use crate::cli::audit::{AuditArgs, AuditCommand, FailOnArg, FormatArg, MergeArgs};
 use crate::exit_code::{hinted, ExitCode};
 use crate::hooks::Bus;
 use crate::output;
@@ -32,6 +34,20 @@ pub struct Settings {
     pub full: bool,
     /// 0 = one thread per core.
     pub jobs: usize,
+    pub shard: Option<Shard>,
+    pub release: bool,
+    pub baseline: Option<PathBuf>,
+    pub write_baseline: Option<PathBuf>,
+}
+
+fn format_of(arg: FormatArg) -> Format {
+    match arg {
+        FormatArg::Text => Format::Text,
+        FormatArg::Json => Format::Json,
+        FormatArg::Sarif => Format::Sarif,
+        FormatArg::Junit => Format::Junit,
+        FormatArg::Github => Format::Github,
+    }
 }
 
 impl Settings {
@@ -42,13 +58,7 @@ impl Settings {
             Some(FailOnArg::Never) => FailOn::Never,
             None => FailOn::parse(&ctx.config.obs.audit.fail_on).unwrap_or(FailOn::Error),
         };
-        let format = match args.format {
-            FormatArg::Text => Format::Text,
-            FormatArg::Json => Format::Json,
-            FormatArg::Sarif => Format::Sarif,
-            FormatArg::Junit => Format::Junit,
-            FormatArg::Github => Format::Github,
-        };
+        let format = format_of(args.format);
         let mode = if args.dry_run {
             Mode::DryRun
         } else if args.fix || args.fill_metadata {
@@ -60,6 +70,21 @@ impl Settings {
             Some(p) => scope_of(&ctx.paths.assets_root, p)?,
             None => None,
         };
+        let shard = args.shard.as_deref().map(Shard::parse).transpose()?;
+        if shard.is_some() {
+            if mode != Mode::Check {
+                bail!(hinted(
+                    "--shard audits only: it cannot be combined with --fix, --fill-metadata or --dry-run",
+                    "run the fix once over the whole tree, then shard the checks",
+                ));
+            }
+            if args.baseline.is_some() || args.write_baseline.is_some() {
+                bail!(hinted(
+                    "a shard's report cannot be compared with a baseline: the checks across folders run in `audit merge`",
+                    "pass --baseline / --write-baseline to `comfyvn-obs audit merge` instead",
+                ));
+            }
+        }
         Ok(Settings {
             scope,
             format,
@@ -68,6 +93,10 @@ impl Settings {
             fill_metadata: args.fill_metadata,
             full: args.full,
             jobs: args.jobs.unwrap_or(ctx.config.obs.audit.jobs),
+            shard,
+            release: args.release,
+            baseline: args.baseline.clone(),
+            write_baseline: args.write_baseline.clone(),
         })
     }
 }
@@ -91,7 +120,12 @@ pub fn scope_of(root: &Path, path: &Path) -> Result<Option<RelPath>> {
 }
 
 pub fn run(ctx: &Ctx, args: AuditArgs) -> Result<ExitCode> {
+    if let Some(AuditCommand::Merge(m)) = args.command {
+        return merge(&m);
+    }
     let settings = Settings::from_args(ctx, &args)?;
+    // Read before the scan: a bad baseline is a usage error, not something to find out at the end.
+    let baseline = settings.baseline.as_deref().map(Baseline::load).transpose()?;
     let registry = Registry::open(&ctx.paths, &ctx.config)?;
     if !ctx.paths.assets_root.is_dir() {
         bail!(hinted(
@@ -106,7 +140,14 @@ pub fn run(ctx: &Ctx, args: AuditArgs) -> Result<ExitCode> {
     // A full audit of the whole tree rebuilds the cache from scratch: no need to read it.
     let mut cache =
         if settings.full && settings.scope.is_none() { StatCache::default() } else { StatCache::load(&cache_path) };
-    let scan_opts = ScanOptions { scope: settings.scope.clone(), full: settings.full, jobs: settings.jobs };
+    let progress = super::progress::Line::start_if_terminal("audit");
+    let scan_opts = ScanOptions {
+        scope: settings.scope.clone(),
+        full: settings.full,
+        jobs: settings.jobs,
+        shard: settings.shard,
+        progress: progress.as_ref().map(|p| p.counters()),
+    };
     let mut scan = audit::scan(&registry, &cache, &scan_opts)?;
     let changes = match settings.mode {
         Mode::Check => Vec::new(),
@@ -129,6 +170,7 @@ pub fn run(ctx: &Ctx, args: AuditArgs) -> Result<ExitCode> {
             apply(ctx, &registry, &mut scan, &plan)?
         }
     };
+    drop(progress);
     let audit_cfg = &ctx.config.obs.audit;
     let dry_run = settings.mode == Mode::DryRun;
     // The stat cache is written while the rules run: both only read the scan.
@@ -136,20 +178,28 @@ pub fn run(ctx: &Ctx, args: AuditArgs) -> Result<ExitCode> {
         if !dry_run {
             s.spawn(|| save_cache(&mut cache, &cache_path, &scan));
         }
-        audit::evaluate(&scan, &Policy::new(&audit_cfg.licenses), audit_cfg.require_provenance)
+        audit::evaluate(&scan, &Policy::new(&audit_cfg.licenses), audit_cfg.require_provenance, settings.release)
     });
     let report_ctx = ReportContext {
         assets_root: display_root(&ctx.paths.assets_root),
         scope: settings.scope.as_ref().map(ToString::to_string),
         mode: settings.mode,
         fail_on: settings.fail_on,
+        release: settings.release,
+        shard: settings.shard,
         assets: scan.assets.len(),
         sidecars: scan.sidecar_count(),
     };
-    let report = Report::new(report_ctx, findings, changes, scan.skipped.clone());
+    let mut report = Report::new(report_ctx, findings, changes, scan.skipped.clone());
+    if settings.shard.is_some() {
+        report.tree = Some(tree_of(&scan));
+    }
+    let exit_override = compare(&mut report, settings.write_baseline.as_deref(), baseline.as_ref(), &|p| {
+        scan.covers(p.strip_suffix(registry::SUFFIX).unwrap_or(p))
+    })?;
     // The report is printed even when `latest.json` cannot be written; that failure then makes the
     // exit code 2, after the report.
-    let saved = if dry_run { Ok(()) } else { save_latest(ctx, &scan, &report) };
+    let saved = if dry_run { Ok(()) } else { save_latest(ctx, &scan, &mut report) };
     output::print(&format::render(&report, settings.format))?;
     if let Err(e) = saved {
         std::mem::forget(scan);
@@ -160,7 +210,75 @@ pub fn run(ctx: &Ctx, args: AuditArgs) -> Result<ExitCode> {
     // small allocations for a 20,000-file tree) one by one would only delay the exit.
     std::mem::forget(scan);
     std::mem::forget(cache);
-    Ok(report.exit_code())
+    Ok(exit_override.unwrap_or_else(|| report.exit_code()))
+}
+
+/// `--write-baseline` (every finding of `report`, before any baseline is applied) and `--baseline`.
+/// Writing a baseline without comparing with one makes the exit code 0 (unless a `--fix` write
+/// failed): measured against the file just written, nothing is new.
+fn compare(
+    report: &mut Report,
+    write: Option<&Path>,
+    baseline: Option<&Baseline>,
+    covers: &dyn Fn(&str) -> bool,
+) -> Result<Option<ExitCode>> {
+    let mut exit = None;
+    if let Some(path) = write {
+        let bytes = Baseline::of(&report.findings).to_bytes();
+        crate::fs::write_atomic(path, &bytes).context("cannot write the baseline")?;
+        if baseline.is_none() {
+            exit = Some(if report.summary.failed_changes > 0 { ExitCode::Error } else { ExitCode::Success });
+        }
+    }
+    if let Some(b) = baseline {
+        report.apply_baseline(b, covers);
+    }
+    Ok(exit)
+}
+
+/// What the checks across folders need, for a shard's report (see `audit merge`).
+fn tree_of(scan: &Scan) -> Vec<TreeEntry> {
+    scan.assets
+        .iter()
+        .map(|a| {
+            let (uid, own) = match &a.sidecar {
+                SidecarState::Valid(f) if !f.uid.is_empty() => (Some(f.uid.clone()), f.recorded_path == a.rel.as_str()),
+                _ => (None, false),
+            };
+            let hash = match &a.file {
+                FileState::Hashed { hash, .. } => Some(hash.clone()),
+                FileState::Unreadable(_) => None,
+            };
+            TreeEntry { path: a.rel.to_string(), hash, uid, own }
+        })
+        .collect()
+}
+
+/// `audit merge REPORT.json…`: the shards' reports as one, printed in any format, with the exit
+/// code one audit of the whole tree would have given. Writes no runtime files.
+fn merge(args: &MergeArgs) -> Result<ExitCode> {
+    let baseline = args.baseline.as_deref().map(Baseline::load).transpose()?;
+    let mut docs = Vec::with_capacity(args.reports.len());
+    for path in &args.reports {
+        let bytes = std::fs::read(path).with_context(|| format!("cannot read the shard report {}", path.display()))?;
+        docs.push((path.display().to_string(), bytes));
+    }
+    let mut report = audit::merge::merge(&docs)?;
+    let scope = report.scope.clone();
+    let exit_override = compare(&mut report, args.write_baseline.as_deref(), baseline.as_ref(), &|p| {
+        report_covers(scope.as_deref(), p)
+    })?;
+    output::print(&format::render(&report, format_of(args.format)))?;
+    Ok(exit_override.unwrap_or_else(|| report.exit_code()))
+}
+
+/// True when `path` (a finding's path) is inside the audited scope.
+fn report_covers(scope: Option<&str>, path: &str) -> bool {
+    let path = path.strip_suffix(registry::SUFFIX).unwrap_or(path);
+    match scope {
+        None => true,
+        Some(s) => path == s || path.strip_prefix(s).is_some_and(|r| r.starts_with('/')),
+    }
 }
 
 /// Write the plan chunk by chunk: one durability barrier and one hook batch per chunk, hooks in the
@@ -256,13 +374,18 @@ fn save_cache(cache: &mut StatCache, cache_path: &Path, scan: &Scan) {
 }
 
 /// Write `logs/audit/latest.json`: the report plus `generated_at` and the scan statistics.
-fn save_latest(ctx: &Ctx, scan: &Scan, report: &Report) -> Result<()> {
-    let mut latest = report.clone();
-    latest.generated_at = Some(crate::time::iso_now());
-    latest.stats = Some(scan.stats);
+fn save_latest(ctx: &Ctx, scan: &Scan, report: &mut Report) -> Result<()> {
+    // The two fields are set for this document only, not cloned into a copy: a report can hold
+    // 300,000 findings.
+    report.generated_at = Some(crate::time::iso_now());
+    report.stats = Some(scan.stats);
+    let bytes = crate::fs::to_pretty_json(&*report);
+    report.generated_at = None;
+    report.stats = None;
+    let bytes = bytes?;
     // A derived document (the audit recreates it), so atomic without fsync, like the cache: an fsync
     // here costs more than a whole stat-only re-audit on a busy disk.
-    crate::fs::write_atomic_nosync(&ctx.paths.audit_latest(), &crate::fs::to_pretty_json(&latest)?)
+    crate::fs::write_atomic_nosync(&ctx.paths.audit_latest(), &bytes)
 }
 
 /// The assets root for people and CI annotations: relative to the current directory when inside it.

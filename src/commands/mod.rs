@@ -16,6 +16,7 @@ pub mod crash;
 pub mod diagnostics;
 pub mod doctor;
 pub mod hooks;
+pub mod progress;
 pub mod providers;
 pub mod rebuild;
 pub mod run;

@@ -32,7 +32,8 @@ pub fn run(ctx: &Ctx, args: RebuildArgs) -> Result<ExitCode> {
     let cache_path = ctx.paths.audit_cache();
     let mut cache = StatCache::load(&cache_path);
     let jobs = ctx.config.obs.audit.jobs;
-    let mut scan = audit::scan(&registry, &cache, &ScanOptions { scope: None, full: true, jobs })?;
+    let mut scan =
+        audit::scan(&registry, &cache, &ScanOptions { scope: None, full: true, jobs, ..Default::default() })?;
     let mut written = 0;
     let mut failed = 0;
     if args.enforce_sidecars {
@@ -53,7 +54,7 @@ pub fn run(ctx: &Ctx, args: RebuildArgs) -> Result<ExitCode> {
             tracing::warn!(error = %format!("{e:#}"), "cannot write the audit cache");
         }
     }
-    let findings = audit::evaluate(&scan, &Policy::default(), false);
+    let findings = audit::evaluate(&scan, &Policy::default(), false, false);
     let problems: Vec<&Finding> = findings.iter().filter(|f| STRUCTURAL.contains(&f.rule)).collect();
     let registered = scan.assets.iter().filter(|a| matches!(a.sidecar, audit::SidecarState::Valid(_))).count();
     if args.json {

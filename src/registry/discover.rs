@@ -143,7 +143,7 @@ pub struct Trouble {
 }
 
 /// Something deliberately not followed (symbolic links, special files).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Skipped {
     pub path: String,
     pub reason: String,

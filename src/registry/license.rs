@@ -88,6 +88,100 @@ impl Policy {
     }
 }
 
+/// What the credits and the release gate know about a license id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Known {
+    pub id: &'static str,
+    /// The SPDX full name.
+    pub name: &'static str,
+    /// The terms require crediting the author (or keeping their notice) in what ships.
+    pub attribution: bool,
+}
+
+/// The licenses game assets commonly carry. Ids missing here are shown by id only and are not
+/// taken to require attribution.
+pub const KNOWN: &[Known] = &[
+    Known { id: "0BSD", name: "BSD Zero Clause License", attribution: false },
+    Known { id: "AGPL-3.0-only", name: "GNU Affero General Public License v3.0 only", attribution: true },
+    Known { id: "AGPL-3.0-or-later", name: "GNU Affero General Public License v3.0 or later", attribution: true },
+    Known { id: "Apache-2.0", name: "Apache License 2.0", attribution: true },
+    Known { id: "Artistic-2.0", name: "Artistic License 2.0", attribution: true },
+    Known { id: "BSD-2-Clause", name: "BSD 2-Clause \"Simplified\" License", attribution: true },
+    Known { id: "BSD-3-Clause", name: "BSD 3-Clause \"New\" or \"Revised\" License", attribution: true },
+    Known { id: "BSL-1.0", name: "Boost Software License 1.0", attribution: false },
+    Known { id: "CC-BY-3.0", name: "Creative Commons Attribution 3.0 Unported", attribution: true },
+    Known { id: "CC-BY-4.0", name: "Creative Commons Attribution 4.0 International", attribution: true },
+    Known { id: "CC-BY-NC-3.0", name: "Creative Commons Attribution Non Commercial 3.0 Unported", attribution: true },
+    Known {
+        id: "CC-BY-NC-4.0",
+        name: "Creative Commons Attribution Non Commercial 4.0 International",
+        attribution: true,
+    },
+    Known {
+        id: "CC-BY-NC-ND-4.0",
+        name: "Creative Commons Attribution Non Commercial No Derivatives 4.0 International",
+        attribution: true,
+    },
+    Known {
+        id: "CC-BY-NC-SA-4.0",
+        name: "Creative Commons Attribution Non Commercial Share Alike 4.0 International",
+        attribution: true,
+    },
+    Known {
+        id: "CC-BY-ND-4.0",
+        name: "Creative Commons Attribution No Derivatives 4.0 International",
+        attribution: true,
+    },
+    Known { id: "CC-BY-SA-3.0", name: "Creative Commons Attribution Share Alike 3.0 Unported", attribution: true },
+    Known { id: "CC-BY-SA-4.0", name: "Creative Commons Attribution Share Alike 4.0 International", attribution: true },
+    Known { id: "CC0-1.0", name: "Creative Commons Zero v1.0 Universal", attribution: false },
+    Known { id: "GPL-2.0-only", name: "GNU General Public License v2.0 only", attribution: true },
+    Known { id: "GPL-2.0-or-later", name: "GNU General Public License v2.0 or later", attribution: true },
+    Known { id: "GPL-3.0-only", name: "GNU General Public License v3.0 only", attribution: true },
+    Known { id: "GPL-3.0-or-later", name: "GNU General Public License v3.0 or later", attribution: true },
+    Known { id: "ISC", name: "ISC License", attribution: true },
+    Known { id: "LGPL-2.1-only", name: "GNU Lesser General Public License v2.1 only", attribution: true },
+    Known { id: "LGPL-3.0-only", name: "GNU Lesser General Public License v3.0 only", attribution: true },
+    Known { id: "MIT", name: "MIT License", attribution: true },
+    Known { id: "MPL-2.0", name: "Mozilla Public License 2.0", attribution: true },
+    Known { id: "OFL-1.1", name: "SIL Open Font License 1.1", attribution: true },
+    Known { id: "Unlicense", name: "The Unlicense", attribution: false },
+    Known { id: "WTFPL", name: "Do What The F*ck You Want To Public License", attribution: false },
+    Known { id: "Zlib", name: "zlib License", attribution: false },
+];
+
+/// The table entry of a license id (case-insensitive).
+pub fn known(id: &str) -> Option<&'static Known> {
+    KNOWN.iter().find(|k| k.id.eq_ignore_ascii_case(id))
+}
+
+/// The full name of a license value for people: the SPDX name of a single known id, else the
+/// value as written.
+pub fn display_name(license: &str) -> String {
+    match parse(license) {
+        Ok(Expr::Id { id, or_later }) => match known(&id) {
+            Some(k) if or_later => format!("{} or later", k.name),
+            Some(k) => k.name.to_string(),
+            None => license.trim().to_string(),
+        },
+        _ => license.trim().to_string(),
+    }
+}
+
+/// True when shipping under `license` requires an attribution: some license of an `AND` does, or
+/// every choice of an `OR` does. `None` for a value that is not an SPDX expression.
+pub fn requires_attribution(license: &str) -> Option<bool> {
+    fn eval(e: &Expr) -> bool {
+        match e {
+            Expr::Id { id, .. } => known(id).is_some_and(|k| k.attribution),
+            Expr::With(inner, _) => eval(inner),
+            Expr::And(a, b) => eval(a) || eval(b),
+            Expr::Or(a, b) => eval(a) && eval(b),
+        }
+    }
+    parse(license).ok().map(|e| eval(&e))
+}
+
 /// Parse an SPDX license expression (operators accepted in any case).
 pub fn parse(s: &str) -> Result<Expr, String> {
     let tokens = tokenize(s)?;
@@ -205,6 +299,27 @@ impl Parser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attribution_follows_the_expression() {
+        assert_eq!(requires_attribution("CC-BY-4.0"), Some(true));
+        assert_eq!(requires_attribution("cc0-1.0"), Some(false));
+        assert_eq!(requires_attribution("CC0-1.0 OR CC-BY-4.0"), Some(false), "the licensee may pick CC0");
+        assert_eq!(requires_attribution("CC0-1.0 AND MIT"), Some(true));
+        assert_eq!(requires_attribution("LicenseRef-studio"), Some(false));
+        assert_eq!(requires_attribution("not (valid"), None);
+        assert_eq!(display_name("CC-BY-4.0"), "Creative Commons Attribution 4.0 International");
+        assert_eq!(display_name("MIT OR Apache-2.0"), "MIT OR Apache-2.0");
+        let mut ids: Vec<_> = KNOWN.iter().map(|k| k.id).collect();
+        let sorted = {
+            let mut v = ids.clone();
+            v.sort_by_key(|i| i.to_ascii_lowercase());
+            v
+        };
+        assert_eq!(ids, sorted, "kept in id order");
+        ids.dedup();
+        assert_eq!(ids.len(), KNOWN.len());
+    }
 
     fn policy(allow: &[&str], deny: &[&str]) -> Policy {
         Policy::new(&LicensePolicy {

@@ -7,6 +7,7 @@
 //! `crate::fs`. Must not: modify asset bytes, follow symbolic links, write outside the assets root
 //! (except the trash under the log folder), publish hooks or print (callers do that).
 
+pub mod credits;
 pub mod discover;
 pub mod events;
 pub mod index;
@@ -703,6 +704,7 @@ pub fn new_sidecar(rel: &RelPath, hash: &str, bytes: u64, uid: String, opts: &Re
         bytes,
         tags: sidecar::normalise_tags(&opts.tags),
         license: opts.license.clone().filter(|l| !l.trim().is_empty()),
+        credits: sidecar::Credits::default(),
         origin: opts.origin.clone(),
         version: 1,
         created_at: Some(now.clone()),

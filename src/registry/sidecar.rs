@@ -4,7 +4,8 @@
 //! Owns the format only: reading and writing files is done by the registry through `crate::fs`.
 //! Machine fields (`schema`, `uid`, `type` when absent, `path`, `hash`, `bytes`, `version`,
 //! `created_at`, `updated_at`) are filled and refreshed by the tool; human fields (`tags`, `license`,
-//! `origin`, `meta`, `provenance`, and any unknown top-level key) are kept as written.
+//! the optional credit fields `author`, `source_url`, `attribution`, `license_status`, `origin`,
+//! `meta`, `provenance`, and any unknown top-level key) are kept as written.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -32,6 +33,9 @@ pub struct Sidecar {
     pub tags: Vec<String>,
     /// SPDX expression, or null.
     pub license: Option<String>,
+    /// `author`, `source_url`, `attribution`, `license_status`: optional, written only when set.
+    #[serde(flatten)]
+    pub credits: Credits,
     /// How the asset entered the registry (`register`, `copy`, `audit`, `watch`, `upload` …).
     pub origin: Option<String>,
     /// Content revision: 1 at registration, +1 each time a refresh records new content.
@@ -46,6 +50,51 @@ pub struct Sidecar {
     pub extra: Map<String, Value>,
 }
 
+/// The human fields a credits screen and the release gate read. All optional.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Credits {
+    /// Who made the asset, as it should be credited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    /// Where the asset was obtained (a page a person can open).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_url: Option<String>,
+    /// The attribution text the license requires, verbatim.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<String>,
+    /// Whether a person checked the license.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub license_status: Option<LicenseStatus>,
+}
+
+/// `license_status`: whether the recorded license was checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LicenseStatus {
+    Verified,
+    Pending,
+    Rejected,
+}
+
+impl LicenseStatus {
+    pub fn parse(s: &str) -> Option<LicenseStatus> {
+        match s {
+            "verified" => Some(LicenseStatus::Verified),
+            "pending" => Some(LicenseStatus::Pending),
+            "rejected" => Some(LicenseStatus::Rejected),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LicenseStatus::Verified => "verified",
+            LicenseStatus::Pending => "pending",
+            LicenseStatus::Rejected => "rejected",
+        }
+    }
+}
+
 const KNOWN: &[&str] = &[
     "schema",
     "uid",
@@ -55,6 +104,10 @@ const KNOWN: &[&str] = &[
     "bytes",
     "tags",
     "license",
+    "author",
+    "source_url",
+    "attribution",
+    "license_status",
     "origin",
     "version",
     "created_at",
@@ -211,6 +264,17 @@ pub fn parse(bytes: &[u8], rel: &RelPath) -> Result<Parsed, Invalid> {
     };
     let license = opt_string(&map, "license", "a string (SPDX expression) or null", &mut err);
     let origin = opt_string(&map, "origin", "a string or null", &mut err);
+    let author = opt_string(&map, "author", "a string or null", &mut err);
+    let source_url = opt_string(&map, "source_url", "a string (URL) or null", &mut err);
+    let attribution = opt_string(&map, "attribution", "a string or null", &mut err);
+    let license_status = match map.get("license_status") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if LicenseStatus::parse(s).is_some() => LicenseStatus::parse(s),
+        Some(v) => {
+            err("license_status", format!("expected \"verified\", \"pending\" or \"rejected\", found {}", describe(v)));
+            None
+        }
+    };
     let version = match map.get("version") {
         None | Some(Value::Null) => 1,
         Some(Value::Number(n)) if n.as_u64().is_some_and(|v| v >= 1) => n.as_u64().unwrap_or(1),
@@ -239,6 +303,7 @@ pub fn parse(bytes: &[u8], rel: &RelPath) -> Result<Parsed, Invalid> {
         bytes: bytes_field,
         tags,
         license,
+        credits: Credits { author, source_url, attribution, license_status },
         origin,
         version,
         created_at,
@@ -311,6 +376,9 @@ pub struct Summary {
     pub license: Option<String>,
     pub has_tags: bool,
     pub provenance_source: bool,
+    pub license_status: Option<LicenseStatus>,
+    /// A non-blank `attribution`.
+    pub has_attribution: bool,
 }
 
 /// The fast path for well-formed sidecars: a typed read without building a JSON tree (a full parse
@@ -340,6 +408,16 @@ pub fn quick(bytes: &[u8]) -> Option<Summary> {
         #[serde(default, borrow)]
         #[allow(dead_code)]
         origin: Option<Cow<'a, str>>,
+        #[serde(default, borrow)]
+        #[allow(dead_code)]
+        author: Option<Cow<'a, str>>,
+        #[serde(default, borrow)]
+        #[allow(dead_code)]
+        source_url: Option<Cow<'a, str>>,
+        #[serde(default, borrow)]
+        attribution: Option<Cow<'a, str>>,
+        #[serde(default)]
+        license_status: Option<LicenseStatus>,
         #[serde(default)]
         version: Option<u64>,
         #[serde(default, borrow)]
@@ -374,6 +452,8 @@ pub fn quick(bytes: &[u8]) -> Option<Summary> {
         license: q.license.map(Cow::into_owned),
         has_tags: q.tags.is_some_and(|t| !t.is_empty()),
         provenance_source: q.provenance.is_some_and(|p| p.source),
+        license_status: q.license_status,
+        has_attribution: q.attribution.is_some_and(|a| !a.trim().is_empty()),
     })
 }
 
@@ -459,6 +539,11 @@ impl Sidecar {
     /// The `provenance.source`, when it is a non-blank string.
     pub fn provenance_source(&self) -> Option<&str> {
         self.provenance.get("source").and_then(Value::as_str).filter(|s| !s.trim().is_empty())
+    }
+
+    /// The attribution text when it is present and not blank.
+    pub fn attribution_text(&self) -> Option<&str> {
+        self.credits.attribution.as_deref().map(str::trim).filter(|s| !s.is_empty())
     }
 
     /// The license when it is present and not blank.
@@ -591,6 +676,9 @@ mod tests {
             json!({"uid": "has space"}),
             json!({"version": 0}),
             json!({"origin": 7}),
+            json!({"license_status": "maybe"}),
+            json!({"attribution": 1}),
+            json!({"author": []}),
         ];
         for patch in variants {
             let mut v = full();
@@ -608,6 +696,32 @@ mod tests {
         let q = quick(&serde_json::to_vec(&v).unwrap()).unwrap();
         assert!(!q.provenance_source && !q.has_tags);
         assert!(quick(b"{\"schema\": 1, \"schema\": 1}").is_none());
+    }
+
+    #[test]
+    fn credit_fields_round_trip_and_reach_the_fast_path() {
+        let mut v = full();
+        crate::config::merge(
+            &mut v,
+            json!({"author": "Ann", "source_url": "https://example.org/hero", "attribution": "Hero by Ann",
+                   "license_status": "pending"}),
+        );
+        let bytes = serde_json::to_vec(&v).unwrap();
+        let p = parse(&bytes, &rel("characters/hero.png")).unwrap().sidecar;
+        assert_eq!(p.credits.author.as_deref(), Some("Ann"));
+        assert_eq!(p.credits.license_status, Some(LicenseStatus::Pending));
+        assert!(p.extra.contains_key("x-note") && !p.extra.contains_key("author"));
+        let out: Value = serde_json::from_slice(&p.to_bytes()).unwrap();
+        assert_eq!(out, v);
+        let q = quick(&bytes).unwrap();
+        assert_eq!((q.license_status, q.has_attribution), (Some(LicenseStatus::Pending), true));
+        let plain = quick(&serde_json::to_vec(&full()).unwrap()).unwrap();
+        assert_eq!((plain.license_status, plain.has_attribution), (None, false));
+        let written: Value = serde_json::from_slice(
+            &parse(&serde_json::to_vec(&full()).unwrap(), &rel("characters/hero.png")).unwrap().sidecar.to_bytes(),
+        )
+        .unwrap();
+        assert!(written.get("license_status").is_none(), "unset credit fields are not written");
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! `assets list|show|register|tag|untag|set-license|remove` against the real binary.
+//! `assets list|show|register|tag|untag|set-license|remove|credits` against the real binary.
 
 use serde_json::{json, Value};
 
@@ -229,4 +229,52 @@ fn uid_is_stable_across_content_edits() {
     assert_eq!(last["event"], "on_asset_meta_updated");
     assert_eq!(last["data"]["previous_hash"], comfyvn_obs::digest::sha256_hex(b"day"));
     assert_eq!(env.run(&["assets", "show", uid.as_str().unwrap()]).ok().json()["asset"]["path"], "bg/sky.png");
+}
+
+#[test]
+fn credits_come_from_the_sidecars_grouped_and_deterministic() {
+    let env = TestEnv::new();
+    env.write("assets/music/theme.ogg", "theme\n");
+    env.write("assets/art/hero.png", "hero\n");
+    env.write("assets/art/sky.png", "sky\n");
+    env.run(&["audit", "--fix"]).code(0);
+    let edit = |rel: &str, patch: Value| {
+        let path = format!("assets/{rel}.asset.json");
+        let mut s: Value = serde_json::from_str(&env.read(&path)).unwrap();
+        for (k, v) in patch.as_object().unwrap() {
+            s[k] = v.clone();
+        }
+        env.write(&path, serde_json::to_vec_pretty(&s).unwrap());
+    };
+    edit(
+        "art/hero.png",
+        json!({"license": "CC-BY-4.0", "author": "Ann", "source_url": "https://example.org/hero",
+               "attribution": "Hero by Ann, CC BY 4.0", "license_status": "verified", "meta": {"title": "Hero"}}),
+    );
+    edit("art/sky.png", json!({"license": "CC0-1.0", "author": "Bo"}));
+    edit("music/theme.ogg", json!({"license": "CC-BY-4.0", "author": "Cy", "attribution": "Theme by Cy"}));
+    let md = env.run(&["assets", "credits"]).ok().stdout;
+    assert_eq!(
+        md,
+        "# Credits\n\
+         \n## Creative Commons Attribution 4.0 International (CC-BY-4.0)\n\n\
+         - **Hero**, by Ann, <https://example.org/hero> (`art/hero.png`)\n  > Hero by Ann, CC BY 4.0\n\
+         - **theme.ogg**, by Cy (`music/theme.ogg`)\n  > Theme by Cy\n\
+         \n## Creative Commons Zero v1.0 Universal (CC0-1.0)\n\n\
+         - **sky.png**, by Bo (`art/sky.png`)\n"
+    );
+    assert_eq!(env.run(&["assets", "credits"]).ok().stdout, md, "the same output every run");
+    let by_type = env.run(&["assets", "credits", "--group-by", "type", "--format", "txt"]).ok().stdout;
+    assert!(
+        by_type.starts_with(
+            "CREDITS\n\nart\n  Hero, by Ann, Creative Commons Attribution 4.0 International (CC-BY-4.0)\n"
+        ),
+        "{by_type}"
+    );
+    assert!(by_type.contains("\nmusic\n  theme.ogg, by Cy, "), "{by_type}");
+    let v = env.run(&["assets", "credits", "--group-by", "author", "--format", "json"]).ok().json();
+    let authors: Vec<&str> = v["groups"].as_array().unwrap().iter().map(|g| g["key"].as_str().unwrap()).collect();
+    assert_eq!(authors, ["Ann", "Bo", "Cy"]);
+    assert_eq!(v["groups"][0]["assets"][0]["license_status"], "verified");
+    assert_eq!(v["groups"][0]["assets"][0]["source_url"], "https://example.org/hero");
 }

@@ -149,7 +149,9 @@ fn json_report_shape() {
     assert_eq!(
         v["findings"],
         json!([{"path": "characters/villain/angry.png", "rule": "missing-sidecar", "severity": "error",
-                "message": "no sidecar angry.png.asset.json", "fixable": true}])
+                "message": "no sidecar angry.png.asset.json", "fixable": true,
+                // 64-bit FNV-1a of the rule id: the rule has no subject.
+                "fingerprint": "c904da583cd8ae39"}])
     );
     assert!(v.get("generated_at").is_none() && v.get("stats").is_none(), "stdout stays reproducible");
     let latest: Value = serde_json::from_str(&env.read("logs/audit/latest.json")).unwrap();
@@ -168,7 +170,7 @@ fn sarif_is_a_valid_2_1_0_log() {
     assert_eq!(run["tool"]["driver"]["name"], "comfyvn-obs");
     let rules: Vec<&str> =
         run["tool"]["driver"]["rules"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
-    assert_eq!(rules.len(), 11);
+    assert_eq!(rules.len(), 13);
     assert!(rules.contains(&"invalid-sidecar") && rules.contains(&"unreadable"));
     let results = run["results"].as_array().unwrap();
     assert_eq!(results.len(), 6);

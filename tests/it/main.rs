@@ -4,6 +4,7 @@ mod support;
 
 mod assets;
 mod audit;
+mod audit_ci;
 mod config;
 mod crash;
 mod dashboard;

@@ -1,6 +1,6 @@
 //! `--format github`: GitHub Actions workflow commands, one annotation per finding
 //! (`::error file=assets/x.png,line=1,title=missing-sidecar::no sidecar x.png.asset.json`), then
-//! the verdict as a plain log line.
+//! a `::notice` per baseline entry that is resolved, then the verdict as a plain log line.
 
 use crate::audit::Report;
 
@@ -14,6 +14,15 @@ pub fn render(r: &Report) -> String {
             property(f.rule),
             data(&f.message)
         ));
+    }
+    if let Some(b) = &r.baseline {
+        for e in &b.resolved {
+            out.push_str(&format!(
+                "::notice file={},line=1,title=resolved {}::fixed; can be removed from the baseline\n",
+                property(&r.display_path(&e.path)),
+                property(&e.rule)
+            ));
+        }
     }
     out.push_str(&super::summary_line(r));
     out.push('\n');

@@ -64,5 +64,8 @@ pub fn summary_line(r: &Report) -> String {
     if s.fixable > 0 && r.mode == super::report::Mode::Check {
         line.push_str(&format!("; {} fixable with --fix", s.fixable));
     }
+    if let Some(b) = &r.baseline {
+        line.push_str(&format!("; {} known in the baseline, {} resolved", b.known, b.resolved.len()));
+    }
     line
 }

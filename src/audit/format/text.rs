@@ -1,5 +1,5 @@
 //! `--format text` (default): one line per finding, `PATH: SEVERITY[RULE]: MESSAGE`, then the
-//! changes, notes on skipped entries, and the verdict.
+//! baseline entries that are resolved, the changes, notes on skipped entries, and the verdict.
 
 use crate::audit::report::{ChangeStatus, Mode};
 use crate::audit::Report;
@@ -15,6 +15,15 @@ pub fn render(r: &Report) -> String {
             f.rule,
             f.message
         ));
+    }
+    if let Some(b) = &r.baseline {
+        for e in &b.resolved {
+            out.push_str(&format!(
+                "{}: resolved[{}]: fixed; can be removed from the baseline\n",
+                r.display_path(&e.path),
+                e.rule
+            ));
+        }
     }
     for c in &r.changes {
         let verb = match (r.mode, c.status) {

@@ -33,13 +33,12 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Finding>) {
         match ctx.policy.check(license) {
             Verdict::Allowed => {}
             Verdict::Denied(why) => {
-                out.push(Finding::new(&RULE, a.rel.as_str(), format!("license {license:?}: {why}")))
+                out.push(Finding::new(&RULE, a.rel.as_str(), format!("license {license:?}: {why}")).subject(license))
             }
-            Verdict::Invalid(why) => out.push(Finding::new(
-                &RULE,
-                a.rel.as_str(),
-                format!("license {license:?} is not an SPDX expression: {why}"),
-            )),
+            Verdict::Invalid(why) => out.push(
+                Finding::new(&RULE, a.rel.as_str(), format!("license {license:?} is not an SPDX expression: {why}"))
+                    .subject(license),
+            ),
         }
     }
 }

@@ -24,9 +24,10 @@ pub const RULE: RuleInfo = RuleInfo {
 const NAMED: usize = 3;
 
 pub fn check(ctx: &Ctx, out: &mut Vec<Finding>) {
-    // (hash, path) sorted: equal hashes become runs, paths in order within each. A sort of borrowed
-    // pairs, not a map of vectors: no allocation per asset.
-    let mut pairs: Vec<(&str, &str)> = ctx
+    if !ctx.whole_tree {
+        return;
+    }
+    let pairs: Vec<(&str, &str)> = ctx
         .scan
         .assets
         .iter()
@@ -35,16 +36,24 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Finding>) {
             FileState::Unreadable(_) => None,
         })
         .collect();
+    from_hashes(pairs, out);
+}
+
+/// The findings for `(hash, path)` pairs of every hashed asset of the tree (also what `audit merge`
+/// runs over the hashes its shards recorded).
+pub fn from_hashes(mut pairs: Vec<(&str, &str)>, out: &mut Vec<Finding>) {
+    // (hash, path) sorted: equal hashes become runs, paths in order within each. A sort of borrowed
+    // pairs, not a map of vectors: no allocation per asset.
     pairs.sort_unstable();
     for run in pairs.chunk_by(|a, b| a.0 == b.0).filter(|run| run.len() > 1) {
-        for &(_, path) in run {
+        for &(hash, path) in run {
             let others: Vec<&str> = run.iter().map(|&(_, p)| p).filter(|p| *p != path).collect();
             let mut msg =
                 format!("same content as {}", others.iter().take(NAMED).copied().collect::<Vec<_>>().join(", "));
             if others.len() > NAMED {
                 msg.push_str(&format!(" and {} more", others.len() - NAMED));
             }
-            out.push(Finding::new(&RULE, path, msg));
+            out.push(Finding::new(&RULE, path, msg).subject(hash));
         }
     }
 }

@@ -27,38 +27,81 @@ pub const RULE: RuleInfo = RuleInfo {
 };
 
 pub fn check(ctx: &Ctx, out: &mut Vec<Finding>) {
-    // uid → the asset that keeps it: the first (by path) whose sidecar records its own path.
-    let mut owners: HashMap<&str, &str> = HashMap::new();
-    for pass in [true, false] {
-        for a in &ctx.scan.assets {
-            if let SidecarState::Valid(f) = &a.sidecar {
-                if !f.uid.is_empty() && (f.recorded_path == a.rel.as_str()) == pass {
-                    owners.entry(f.uid.as_str()).or_insert(a.rel.as_str());
-                }
-            }
-        }
-    }
     for a in &ctx.scan.assets {
         // The sidecar's path is built only for a finding (most assets have none).
         let sidecar = || a.rel.sidecar().to_string();
         match &a.sidecar {
-            SidecarState::Invalid(message) => out.push(Finding::new(&RULE, sidecar(), message.clone())),
-            SidecarState::Valid(f) => {
-                if !f.fixable.is_empty() {
-                    out.push(Finding::new(&RULE, sidecar(), f.fixable.join("; ")).fixable());
-                }
-                if let Some(owner) = owners.get(f.uid.as_str()).filter(|o| **o != a.rel.as_str()) {
-                    out.push(Finding::new(
-                        &RULE,
-                        sidecar(),
-                        format!(
-                            "uid: {:?} is also used by {owner} (copied sidecar?); give one of them a new uid",
-                            f.uid
-                        ),
-                    ));
-                }
+            SidecarState::Invalid(message) => {
+                out.push(Finding::new(&RULE, sidecar(), message.clone()).subject(&fields_of(message)))
             }
-            SidecarState::Absent | SidecarState::Unreadable(_) => {}
+            SidecarState::Valid(f) if !f.fixable.is_empty() => {
+                let message = f.fixable.join("; ");
+                let subject = format!("fixable {}", fields_of(&message));
+                out.push(Finding::new(&RULE, sidecar(), message).fixable().subject(&subject));
+            }
+            _ => {}
         }
     }
+    if ctx.whole_tree {
+        let uids: Vec<UidEntry> = ctx
+            .scan
+            .assets
+            .iter()
+            .filter_map(|a| match &a.sidecar {
+                SidecarState::Valid(f) if !f.uid.is_empty() => {
+                    Some(UidEntry { path: a.rel.as_str(), uid: &f.uid, own: f.recorded_path == a.rel.as_str() })
+                }
+                _ => None,
+            })
+            .collect();
+        uid_conflicts(&uids, out);
+    }
+}
+
+/// An asset with a valid sidecar that records a uid.
+#[derive(Debug, Clone, Copy)]
+pub struct UidEntry<'a> {
+    pub path: &'a str,
+    pub uid: &'a str,
+    /// The sidecar records this very path (it was not copied from elsewhere).
+    pub own: bool,
+}
+
+/// The findings for uids used by more than one sidecar of the tree; `entries` in path order (also
+/// what `audit merge` runs over the uids its shards recorded).
+pub fn uid_conflicts(entries: &[UidEntry], out: &mut Vec<Finding>) {
+    // uid → the asset that keeps it: the first (by path) whose sidecar records its own path.
+    let mut owners: HashMap<&str, &str> = HashMap::new();
+    for pass in [true, false] {
+        for e in entries.iter().filter(|e| e.own == pass) {
+            owners.entry(e.uid).or_insert(e.path);
+        }
+    }
+    for e in entries {
+        if let Some(owner) = owners.get(e.uid).filter(|o| **o != e.path) {
+            out.push(
+                Finding::new(
+                    &RULE,
+                    format!("{}{}", e.path, crate::registry::sidecar::SUFFIX),
+                    format!("uid: {:?} is also used by {owner} (copied sidecar?); give one of them a new uid", e.uid),
+                )
+                .subject(&format!("uid {}", e.uid)),
+            );
+        }
+    }
+}
+
+/// The field names of a validation message (`tags: …; bytes: …` → `bytes,tags`), `document` for
+/// a problem of the whole document: the fingerprint's subject, which survives rewording.
+fn fields_of(message: &str) -> String {
+    let mut fields: Vec<&str> = message
+        .split("; ")
+        .map(|part| match part.split_once(": ") {
+            Some((field, _)) if !field.is_empty() && !field.contains(' ') => field,
+            _ => "document",
+        })
+        .collect();
+    fields.sort_unstable();
+    fields.dedup();
+    fields.join(",")
 }

@@ -3,12 +3,13 @@
 //!
 //! Rule ids are stable: CI configurations, SARIF baselines and `jq` filters depend on them.
 
-use super::{Finding, Scan, Severity};
+use super::{Finding, Fingerprint, Scan, Severity};
 use crate::registry::Policy;
 
 pub mod disallowed_license;
 pub mod duplicate_content;
 pub mod invalid_sidecar;
+pub mod missing_attribution;
 pub mod missing_license;
 pub mod missing_provenance;
 pub mod missing_sidecar;
@@ -17,6 +18,7 @@ pub mod orphan_sidecar;
 pub mod size_mismatch;
 pub mod stale_hash;
 pub mod unreadable;
+pub mod unverified_license;
 
 /// A rule's identity and help text (SARIF `rules[]`, `--format` outputs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +37,11 @@ pub struct Ctx<'a> {
     pub policy: &'a Policy,
     /// `obs.audit.require_provenance`: a missing provenance source is an error.
     pub require_provenance: bool,
+    /// The scan saw the whole tree (or scope): false for a shard, whose report leaves the checks
+    /// across folders (`duplicate-content`, duplicate uids) to `audit merge`.
+    pub whole_tree: bool,
+    /// `audit --release`: the release-gate rules run too.
+    pub release: bool,
 }
 
 /// Every rule, in id order.
@@ -42,6 +49,7 @@ pub const ALL: &[RuleInfo] = &[
     disallowed_license::RULE,
     duplicate_content::RULE,
     invalid_sidecar::RULE,
+    missing_attribution::RULE,
     missing_license::RULE,
     missing_provenance::RULE,
     missing_sidecar::RULE,
@@ -50,7 +58,11 @@ pub const ALL: &[RuleInfo] = &[
     size_mismatch::RULE,
     stale_hash::RULE,
     unreadable::RULE,
+    unverified_license::RULE,
 ];
+
+/// Rules that run only with `audit --release`.
+pub const RELEASE: &[&str] = &[missing_attribution::RULE.id, unverified_license::RULE.id];
 
 /// Look a rule up by id.
 pub fn info(id: &str) -> Option<&'static RuleInfo> {
@@ -63,6 +75,7 @@ pub fn run_all(ctx: &Ctx) -> Vec<Finding> {
     disallowed_license::check(ctx, &mut out);
     duplicate_content::check(ctx, &mut out);
     invalid_sidecar::check(ctx, &mut out);
+    missing_attribution::check(ctx, &mut out);
     missing_license::check(ctx, &mut out);
     missing_provenance::check(ctx, &mut out);
     missing_sidecar::check(ctx, &mut out);
@@ -71,13 +84,27 @@ pub fn run_all(ctx: &Ctx) -> Vec<Finding> {
     size_mismatch::check(ctx, &mut out);
     stale_hash::check(ctx, &mut out);
     unreadable::check(ctx, &mut out);
+    unverified_license::check(ctx, &mut out);
     out.sort();
     out
 }
 
 impl Finding {
     pub(crate) fn new(rule: &RuleInfo, path: impl Into<String>, message: impl Into<String>) -> Finding {
-        Finding { path: path.into(), rule: rule.id, severity: rule.severity, message: message.into(), fixable: false }
+        Finding {
+            path: path.into(),
+            rule: rule.id,
+            severity: rule.severity,
+            message: message.into(),
+            fixable: false,
+            fingerprint: Fingerprint::of_rule(rule.id),
+        }
+    }
+
+    /// Key the finding by what it is about (see [`Fingerprint`]).
+    pub(crate) fn subject(mut self, subject: &str) -> Finding {
+        self.fingerprint = self.fingerprint.with(subject);
+        self
     }
 
     pub(crate) fn fixable(mut self) -> Finding {
@@ -103,6 +130,6 @@ mod tests {
         sorted.dedup();
         assert_eq!(ids, sorted);
         assert!(ids.iter().all(|id| id.chars().all(|c| c.is_ascii_lowercase() || c == '-')));
-        assert_eq!(ids.len(), 11);
+        assert_eq!(ids.len(), 13);
     }
 }

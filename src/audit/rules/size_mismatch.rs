@@ -24,7 +24,7 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Finding>) {
         if let (FileState::Hashed { bytes, .. }, SidecarState::Valid(f)) = (&a.file, &a.sidecar) {
             if let Some(recorded) = f.bytes.filter(|b| b != bytes) {
                 let msg = format!("the sidecar records {recorded} bytes, the file has {bytes}");
-                out.push(Finding::new(&RULE, a.rel.as_str(), msg).fixable());
+                out.push(Finding::new(&RULE, a.rel.as_str(), msg).fixable().subject(&format!("{recorded}/{bytes}")));
             }
         }
     }

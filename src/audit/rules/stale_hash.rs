@@ -27,7 +27,7 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Finding>) {
         if let (FileState::Hashed { hash, .. }, SidecarState::Valid(f)) = (&a.file, &a.sidecar) {
             if !f.hash.is_empty() && &f.hash != hash {
                 let msg = format!("content changed: the sidecar records hash {}, the file hashes to {hash}", f.hash);
-                out.push(Finding::new(&RULE, a.rel.as_str(), msg).fixable());
+                out.push(Finding::new(&RULE, a.rel.as_str(), msg).fixable().subject(hash));
             }
         }
     }

@@ -23,14 +23,14 @@ pub const RULE: RuleInfo = RuleInfo {
 
 pub fn check(ctx: &Ctx, out: &mut Vec<Finding>) {
     for t in &ctx.scan.troubles {
-        out.push(Finding::new(&RULE, t.path.clone(), t.message.clone()));
+        out.push(Finding::new(&RULE, t.path.clone(), t.message.clone()).subject("entry"));
     }
     for a in &ctx.scan.assets {
         if let FileState::Unreadable(msg) = &a.file {
-            out.push(Finding::new(&RULE, a.rel.as_str(), msg.clone()));
+            out.push(Finding::new(&RULE, a.rel.as_str(), msg.clone()).subject("file"));
         }
         if let SidecarState::Unreadable(msg) = &a.sidecar {
-            out.push(Finding::new(&RULE, a.rel.sidecar().as_str(), msg.clone()));
+            out.push(Finding::new(&RULE, a.rel.sidecar().as_str(), msg.clone()).subject("sidecar"));
         }
     }
 }
