@@ -641,6 +641,38 @@ pub fn spawn_service(paths: Paths, stop: std::sync::Arc<AtomicBool>) -> Result<s
         .context("cannot start the crash uploader thread")
 }
 
+/// After a command: when uploads are on and a dump is waiting, start `comfyvn-obs crash upload --all`
+/// detached (its output discarded; it logs to its own run log), so the command never waits on the
+/// server. Nothing happens while the gate is closed, in dry-run mode or without a DSN.
+pub fn start_background_upload(paths: &Paths, config: &Config) {
+    let Ok(settings) = Settings::resolve(config) else { return };
+    if settings.mode != Mode::Send || !has_unfinished(paths) {
+        return;
+    }
+    let files = UploadFiles::new(paths);
+    // A running uploader (serve) has it in hand.
+    if matches!(try_lock(&files), Ok(None)) {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else { return };
+    let spawned = std::process::Command::new(exe)
+        .args(["crash", "upload", "--all", "--timeout", "60"])
+        .env("COMFYVN_RUNTIME_ROOT", &paths.root)
+        .env("COMFYVN_LOG_DIR", &paths.log_dir)
+        .env("COMFYVN_CONFIG_DIR", &paths.config_dir)
+        .env("COMFYVN_DATA_DIR", &paths.data_dir)
+        .env("COMFYVN_CACHE_DIR", &paths.cache_dir)
+        .env("COMFYVN_ASSETS_ROOT", &paths.assets_root)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    match spawned {
+        Ok(child) => tracing::debug!(pid = child.id(), "background crash upload started"),
+        Err(e) => tracing::warn!(error = %e, "cannot start a background crash upload"),
+    }
+}
+
 /// Whether a dump file exists that the uploader has not finished with (cheap: names and the log).
 pub fn has_unfinished(paths: &Paths) -> bool {
     let Ok(listing) = crate::crash::list_dumps(paths) else { return false };
