@@ -736,6 +736,45 @@ mod tests {
         assert_eq!(s.release, format!("comfyvn-obs@{}", crate::telemetry::APP_VERSION));
     }
 
+    /// A pass that died after the server's 2xx and the `uploaded` line but before the outbox ack:
+    /// the next pass acks it without sending again (the DSN's port is closed, so a send would fail).
+    #[test]
+    fn an_upload_logged_but_not_acked_is_not_sent_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::under(dir.path());
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut v: Value = serde_json::from_str(OPEN).unwrap();
+        v["obs"] = json!({"crash_upload": {"dsn": format!("http://k@127.0.0.1:{port}/1")}});
+        let config = config(&v.to_string());
+        let reporter = crate::crash::Reporter::new(&paths, None);
+        let info = reporter.write(crate::crash::Incident { exc_type: "E".into(), ..Default::default() }).unwrap();
+        let files = UploadFiles::new(&paths);
+        let mut outbox = Outbox::load(&files.outbox).unwrap();
+        let pending = Pending {
+            id: outbox_id(&info.event_id),
+            webhook_id: "w".into(),
+            seq: 0,
+            event: info.event_id.clone(),
+            reg_event: SINK.into(),
+            url: String::new(),
+            body: "x".into(),
+            attempts: 0,
+            next_at_ms: 0,
+            lane_down: false,
+            parked: false,
+        };
+        outbox.enqueue(vec![pending]).unwrap();
+        outbox.sync().unwrap();
+        let mut line = StateLine::new(&info.event_id, "uploaded", "w");
+        line.server_event_id = Some("srv".into());
+        UploadLog::new(files.log.clone()).append(&line).unwrap();
+        let stop = AtomicBool::new(false);
+        let report = pass(&paths, &config, &Selection::AllNew, Instant::now() + Duration::from_secs(5), &stop).unwrap();
+        assert!(report.waiting.is_empty() && report.failed.is_empty(), "{report:?}");
+        assert!(load_outbox(&paths).unwrap().pending().is_empty());
+        assert_eq!(states(&paths).unwrap()[&info.event_id].server_event_id.as_deref(), Some("srv"));
+    }
+
     #[test]
     fn sampling_is_stable_per_dump() {
         assert!(sampled("aaaaaaaa", 1.0) && !sampled("aaaaaaaa", 0.0));

@@ -1,6 +1,7 @@
 //! `comfyvn-obs crash capture|list|show|simulate`.
 
 use std::io::Read;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 use serde_json::{Map, Value};
@@ -156,6 +157,15 @@ fn upload(ctx: &Ctx, args: UploadArgs) -> Result<ExitCode> {
         return upload_dry_run(ctx, &settings, &args);
     }
     if let Mode::Off(why) = &settings.mode {
+        // What was queued while uploads were on is discarded now, never sent.
+        let stop = AtomicBool::new(false);
+        let report = crash_upload::pass(&ctx.paths, &ctx.config, &Selection::AllNew, std::time::Instant::now(), &stop)?;
+        for id in &report.discarded {
+            eprintln!("discarded queued upload of {id} (never sent)");
+        }
+        if report.busy {
+            eprintln!("note: another crash uploader is running; it discards what is queued");
+        }
         eprintln!("error: crash uploads are off: {why}");
         eprintln!(
             "hint: uploads need features.enable_observability, features.enable_crash_uploader, telemetry.telemetry_opt_in \

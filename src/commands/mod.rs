@@ -102,10 +102,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
     crate::telemetry::record_crashes(&paths, &config);
     crate::log::init_for_command(&paths, &config, cli.global.verbose, cli.global.quiet)?;
     let ctx = Ctx { paths, config };
-    // `serve` and `crash upload` send dumps themselves; after any other command, dumps still waiting
-    // are handed to a background `crash upload` so they go out without this command waiting.
-    let upload_after =
-        !matches!(&cli.command, Command::Serve(_) | Command::Crash(crate::cli::crash::CrashCommand::Upload(_)));
+    // `serve` and `crash upload` send dumps themselves; after any other command (but the read-only
+    // `crash list`/`show`), dumps still waiting are handed to a background `crash upload`, so they go
+    // out without this command waiting.
+    use crate::cli::crash::CrashCommand as C;
+    let upload_after = !matches!(
+        &cli.command,
+        Command::Serve(_) | Command::Crash(C::Upload(_) | C::List(_) | C::Show(_) | C::Simulate)
+    );
     let code = dispatch(&ctx, cli.command);
     if upload_after {
         crate::crash_upload::start_background_upload(&ctx.paths, &ctx.config);

@@ -6,6 +6,7 @@ mod assets;
 mod audit;
 mod config;
 mod crash;
+mod crash_upload;
 mod doctor;
 mod full_disk;
 mod hooks;
