@@ -48,6 +48,7 @@ pub struct ObsSettings {
     pub logging: LoggingSettings,
     pub crash: CrashSettings,
     pub crash_upload: CrashUploadSettings,
+    pub otlp: OtlpSettings,
     pub telemetry: TelemetrySettings,
     pub assets: AssetSettings,
     pub audit: AuditSettings,
@@ -189,6 +190,21 @@ pub struct CrashUploadSettings {
     pub retry_schedule_ms: Vec<u64>,
     /// How often `serve` looks for new dumps and due retries.
     pub interval_ms: u64,
+}
+
+/// OTLP/HTTP log export of the hook history (off while no endpoint is set).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OtlpSettings {
+    /// The collector's base URL (`/v1/logs` is appended); empty means the `OTEL_EXPORTER_OTLP_*`
+    /// variables, and without them export is off.
+    pub endpoint: String,
+    /// Records per request at most.
+    pub batch_size: usize,
+    /// A shorter batch is sent once its oldest record has waited this long.
+    pub batch_latency_ms: u64,
+    pub timeout_ms: u64,
+    /// Backoff after no answer, 429, 502, 503 or 504 (the last repeats; `Retry-After` is a lower bound).
+    pub retry_schedule_ms: Vec<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -17,6 +17,7 @@ pub mod hooks;
 pub mod http;
 pub mod log;
 pub mod memory;
+pub mod otlp;
 pub mod outbound;
 pub mod output;
 pub mod paths;

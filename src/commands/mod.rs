@@ -15,6 +15,7 @@ pub mod config;
 pub mod crash;
 pub mod diagnostics;
 pub mod doctor;
+pub mod export;
 pub mod hooks;
 pub mod providers;
 pub mod rebuild;
@@ -108,7 +109,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     use crate::cli::crash::CrashCommand as C;
     let upload_after = !matches!(
         &cli.command,
-        Command::Serve(_) | Command::Crash(C::Upload(_) | C::List(_) | C::Show(_) | C::Simulate)
+        Command::Serve(_) | Command::Export(_) | Command::Crash(C::Upload(_) | C::List(_) | C::Show(_) | C::Simulate)
     );
     let code = dispatch(&ctx, cli.command);
     if upload_after {
@@ -129,6 +130,7 @@ fn dispatch(ctx: &Ctx, command: Command) -> Result<ExitCode> {
         Command::Serve(args) => serve::run(ctx, args),
         Command::Webhooks(cmd) => webhooks::run(ctx, cmd),
         Command::Providers(cmd) => providers::run(ctx, cmd),
+        Command::Export(cmd) => export::run(ctx, cmd),
         Command::Assets(cmd) => assets::run(ctx, cmd),
         Command::Audit(args) => audit::run(ctx, args),
         Command::Rebuild(args) => rebuild::run(ctx, args),

@@ -166,6 +166,11 @@ impl Services {
         services.add("crash uploader", move |stop| {
             crate::crash_upload::spawn_service(paths.clone(), stop).map(|t| Some(Running::Thread(t)))
         })?;
+        // The OTLP exporter, when an endpoint is set.
+        let (paths, config) = (ctx.paths.clone(), ctx.config.clone());
+        services.add("otlp exporter", move |stop| {
+            crate::otlp::spawn_service(paths.clone(), config.clone(), stop).map(|t| t.map(Running::Thread))
+        })?;
         // A plugin host already running for this root (e.g. `hooks plugins --run`) is not a reason to
         // refuse to serve: say so and go on without a second one.
         let (paths, config) = (ctx.paths.clone(), ctx.config.clone());

@@ -1,0 +1,545 @@
+//! OTLP/HTTP log export of the hook history: the only module that imports `opentelemetry-proto` and
+//! `prost`.
+//!
+//! The exporter follows `logs/hooks/history.jsonl` from a durable checkpoint, as the webhook worker
+//! does, and POSTs batches of log records (`ExportLogsServiceRequest`, protobuf) to the collector's
+//! `/v1/logs`. Each hook envelope becomes one record: `event.name` = the hook name, `seq` and every
+//! `data` field as attributes (`data.<key>`), the envelope's time. The resource carries
+//! `service.name` (default `comfyvn-obs`), `service.version`, `host.name`, `process.pid` and
+//! `OTEL_RESOURCE_ATTRIBUTES`.
+//!
+//! Owns `data/otlp/`: `checkpoint.json` (the last `seq` the collector accepted), `status.json` (counts,
+//! last error, for `export status`) and `exporter.lock` (one exporter per runtime root).
+//!
+//! Invariants:
+//! - At least once: the checkpoint moves only after the collector's 2xx for the batch that reaches it;
+//!   a restart (even after `kill -9`) re-sends at most the batch in flight.
+//! - Retries with backoff on no answer, 429, 502, 503 and 504 (`Retry-After` is a lower bound), holding
+//!   one batch; the history is read again from the checkpoint, so a long outage costs disk, not memory.
+//!   Any other refusal drops that batch (counted and logged) and goes on.
+//! - Emitting never waits on the exporter: emitters only append to the history.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{
+    any_value, AnyValue, ArrayValue, InstrumentationScope, KeyValue, KeyValueList,
+};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::hooks::{Bus, Envelope};
+use crate::outbound::Client;
+use crate::paths::Paths;
+
+/// Version of `checkpoint.json` and `status.json`.
+pub const SCHEMA: u64 = 1;
+
+/// `SEVERITY_NUMBER_INFO`: hook events are facts, not problems.
+const SEVERITY_INFO: i32 = 9;
+
+/// The resolved exporter settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The full logs URL (`…/v1/logs`); `None` means export is off.
+    pub endpoint: Option<String>,
+    pub headers: Vec<(String, String)>,
+    /// Resource attributes, in order (`service.name` first).
+    pub resource: Vec<(String, String)>,
+    pub batch_size: usize,
+    pub batch_latency: Duration,
+    pub timeout: Duration,
+    pub retry_schedule: Vec<u64>,
+}
+
+impl Settings {
+    /// From `obs.otlp.*` and the standard `OTEL_*` variables.
+    pub fn resolve(config: &Config) -> Result<Settings> {
+        Self::resolve_with(config, |k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+    }
+
+    /// `OTEL_EXPORTER_OTLP_LOGS_ENDPOINT` is used as given; `OTEL_EXPORTER_OTLP_ENDPOINT` and
+    /// `obs.otlp.endpoint` are base URLs that get `/v1/logs` appended. The config key wins over the
+    /// environment, as `obs.crash_upload.dsn` does over `SENTRY_DSN`.
+    pub fn resolve_with(config: &Config, env: impl Fn(&str) -> Option<String>) -> Result<Settings> {
+        let c = &config.obs.otlp;
+        let base = |b: &str| format!("{}/v1/logs", b.trim().trim_end_matches('/'));
+        let endpoint = if !c.endpoint.trim().is_empty() {
+            Some(base(&c.endpoint))
+        } else if let Some(e) = env("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT") {
+            Some(e.trim().to_string())
+        } else {
+            env("OTEL_EXPORTER_OTLP_ENDPOINT").map(|e| base(&e))
+        };
+        if let Some(url) = &endpoint {
+            crate::outbound::check_url(url).context("the OTLP logs endpoint")?;
+        }
+        let headers = env("OTEL_EXPORTER_OTLP_HEADERS").map(|h| key_values(&h)).unwrap_or_default();
+        let mut resource = vec![("service.name".to_string(), "comfyvn-obs".to_string())];
+        let mut set = |k: &str, v: String| match resource.iter_mut().find(|(key, _)| key == k) {
+            Some(slot) => slot.1 = v,
+            None => resource.push((k.to_string(), v)),
+        };
+        set("service.version", crate::telemetry::APP_VERSION.to_string());
+        set("host.name", host_name());
+        set("process.pid", std::process::id().to_string());
+        for (k, v) in env("OTEL_RESOURCE_ATTRIBUTES").map(|a| key_values(&a)).unwrap_or_default() {
+            set(&k, v);
+        }
+        if let Some(name) = env("OTEL_SERVICE_NAME") {
+            set("service.name", name);
+        }
+        Ok(Settings {
+            endpoint,
+            headers,
+            resource,
+            batch_size: c.batch_size.max(1),
+            batch_latency: Duration::from_millis(c.batch_latency_ms),
+            timeout: Duration::from_millis(c.timeout_ms.max(1)),
+            retry_schedule: c.retry_schedule_ms.clone(),
+        })
+    }
+}
+
+/// `k1=v1,k2=v2` with percent-encoded values (the OTEL_* list format).
+fn key_values(text: &str) -> Vec<(String, String)> {
+    text.split(',')
+        .filter_map(|pair| pair.split_once('='))
+        .map(|(k, v)| (percent_decode(k.trim()), percent_decode(v.trim())))
+        .filter(|(k, _)| !k.is_empty())
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Some(b) = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok())
+            {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn any_value(v: &Value) -> AnyValue {
+    let value = match v {
+        Value::Null => None,
+        Value::Bool(b) => Some(any_value::Value::BoolValue(*b)),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Some(any_value::Value::IntValue(i)),
+            None => Some(any_value::Value::DoubleValue(n.as_f64().unwrap_or_default())),
+        },
+        Value::String(s) => Some(any_value::Value::StringValue(s.clone())),
+        Value::Array(a) => Some(any_value::Value::ArrayValue(ArrayValue { values: a.iter().map(any_value).collect() })),
+        Value::Object(m) => Some(any_value::Value::KvlistValue(KeyValueList {
+            values: m.iter().map(|(k, v)| kv(k, any_value(v))).collect(),
+        })),
+    };
+    AnyValue { value }
+}
+
+fn kv(key: &str, value: AnyValue) -> KeyValue {
+    KeyValue { key: key.to_string(), value: Some(value), ..Default::default() }
+}
+
+fn text(s: &str) -> AnyValue {
+    AnyValue { value: Some(any_value::Value::StringValue(s.to_string())) }
+}
+
+/// One log record for a hook envelope.
+pub fn hook_record(env: &Envelope) -> LogRecord {
+    let nanos = (env.ts * 1e9).max(0.0) as u64;
+    let mut attributes = vec![
+        kv("event.name", text(&env.event)),
+        kv("seq", AnyValue { value: Some(any_value::Value::IntValue(env.seq as i64)) }),
+    ];
+    if let Value::Object(data) = &env.data {
+        for (k, v) in data {
+            attributes.push(kv(&format!("data.{k}"), any_value(v)));
+        }
+    }
+    LogRecord {
+        time_unix_nano: nanos,
+        observed_time_unix_nano: nanos,
+        severity_number: SEVERITY_INFO,
+        severity_text: "INFO".into(),
+        body: Some(text(&env.event)),
+        attributes,
+        event_name: env.event.clone(),
+        ..Default::default()
+    }
+}
+
+/// The protobuf bytes of one export request holding `envelopes`.
+pub fn encode(envelopes: &[Envelope], resource: &[(String, String)]) -> Vec<u8> {
+    let request = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: resource
+                    .iter()
+                    .map(|(k, v)| match v.parse::<i64>() {
+                        Ok(n) if k == "process.pid" => kv(k, AnyValue { value: Some(any_value::Value::IntValue(n)) }),
+                        _ => kv(k, text(v)),
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                scope: Some(InstrumentationScope {
+                    name: "comfyvn-obs.hooks".into(),
+                    version: crate::telemetry::APP_VERSION.into(),
+                    ..Default::default()
+                }),
+                log_records: envelopes.iter().map(hook_record).collect(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    request.encode_to_vec()
+}
+
+/// What [`decode_summary`] reads back: the resource's string attributes and `(event name, seq)` per record.
+pub type Summary = (Vec<(String, String)>, Vec<(String, i64)>);
+
+/// Decode an export request back to its [`Summary`] (tests and tools).
+pub fn decode_summary(bytes: &[u8]) -> Result<Summary> {
+    let req = ExportLogsServiceRequest::decode(bytes).context("not an ExportLogsServiceRequest")?;
+    let mut resource = Vec::new();
+    let mut records = Vec::new();
+    for rl in req.resource_logs {
+        for a in rl.resource.map(|r| r.attributes).unwrap_or_default() {
+            if let Some(AnyValue { value: Some(any_value::Value::StringValue(s)) }) = a.value {
+                resource.push((a.key, s));
+            }
+        }
+        for sl in rl.scope_logs {
+            for r in sl.log_records {
+                let seq = r.attributes.iter().find(|a| a.key == "seq").and_then(|a| match &a.value {
+                    Some(AnyValue { value: Some(any_value::Value::IntValue(i)) }) => Some(*i),
+                    _ => None,
+                });
+                records.push((r.event_name, seq.unwrap_or(-1)));
+            }
+        }
+    }
+    Ok((resource, records))
+}
+
+/// The files of the exporter.
+#[derive(Debug, Clone)]
+pub struct ExportFiles {
+    pub dir: PathBuf,
+    pub checkpoint: PathBuf,
+    pub status: PathBuf,
+    pub lock: PathBuf,
+}
+
+impl ExportFiles {
+    pub fn new(paths: &Paths) -> ExportFiles {
+        let dir = paths.data_dir.join("otlp");
+        ExportFiles {
+            checkpoint: dir.join("checkpoint.json"),
+            status: dir.join("status.json"),
+            lock: dir.join("exporter.lock"),
+            dir,
+        }
+    }
+}
+
+/// `status.json`: what `export status` shows.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Status {
+    pub schema: u64,
+    pub endpoint: Option<String>,
+    /// The last `seq` the collector accepted.
+    pub seq: u64,
+    pub exported: u64,
+    pub batches: u64,
+    /// Records in batches the collector refused for good.
+    pub dropped: u64,
+    pub retries: u64,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    pub last_success_at: Option<String>,
+    pub updated_at: String,
+}
+
+/// The last `seq` the collector accepted (0 when none yet).
+pub fn read_checkpoint(files: &ExportFiles) -> Result<u64> {
+    Ok(crate::fs::read_json_opt(&files.checkpoint)?.and_then(|v| v.get("seq").and_then(Value::as_u64)).unwrap_or(0))
+}
+
+pub fn read_status(files: &ExportFiles) -> Result<Option<Status>> {
+    Ok(crate::fs::read_json_opt(&files.status)?.and_then(|v| serde_json::from_value(v).ok()))
+}
+
+/// How one run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunEnd {
+    Stopped,
+    /// `once`: everything in the history was accepted.
+    CaughtUp,
+}
+
+/// Follow the history and export until `stop` (or, with `once`, until caught up).
+pub fn run(paths: &Paths, config: &Config, stop: &AtomicBool, once: bool) -> Result<RunEnd> {
+    let settings = Settings::resolve(config)?;
+    let Some(url) = settings.endpoint.clone() else {
+        anyhow::bail!(crate::exit_code::hinted(
+            "no OTLP endpoint is set",
+            "set obs.otlp.endpoint, OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+        ));
+    };
+    let files = ExportFiles::new(paths);
+    let lock = crate::fs::open_append(&files.lock)?;
+    loop {
+        match lock.try_lock() {
+            Ok(()) => break,
+            Err(std::fs::TryLockError::WouldBlock) if !stop.load(Ordering::Relaxed) => {
+                std::thread::sleep(Duration::from_millis(200))
+            }
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(RunEnd::Stopped),
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(e).with_context(|| format!("cannot lock {}", files.lock.display()))
+            }
+        }
+    }
+    let bus = Bus::open(paths, config)?;
+    let mut seq = read_checkpoint(&files)?;
+    let mut status = read_status(&files)?.unwrap_or_default();
+    status.schema = SCHEMA;
+    status.endpoint = Some(url.clone());
+    status.seq = seq;
+    let client = Client::new(settings.timeout, 1);
+    let mut headers: Vec<(&str, String)> = vec![("Content-Type", "application/x-protobuf".to_string())];
+    headers.extend(settings.headers.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    let mut follower = bus.history.follow(seq)?;
+    let mut buffer: std::collections::VecDeque<Envelope> = std::collections::VecDeque::new();
+    let mut oldest_at: Option<Instant> = None;
+    let mut attempts = 0u32;
+    let mut last_status_write = Instant::now() - Duration::from_secs(10);
+    loop {
+        if stop.load(Ordering::Relaxed) {
+            write_status(&files, &mut status)?;
+            return Ok(RunEnd::Stopped);
+        }
+        // Read only while the buffer is short, so memory holds about two batches.
+        if buffer.len() < settings.batch_size * 2 {
+            let fresh = follower.poll()?;
+            if !fresh.is_empty() && oldest_at.is_none() {
+                oldest_at = Some(Instant::now());
+            }
+            buffer.extend(fresh);
+        }
+        let due = buffer.len() >= settings.batch_size
+            || (!buffer.is_empty() && (once || oldest_at.is_some_and(|t| t.elapsed() >= settings.batch_latency)));
+        if !due {
+            if once && buffer.is_empty() {
+                write_status(&files, &mut status)?;
+                return Ok(RunEnd::CaughtUp);
+            }
+            if last_status_write.elapsed() >= Duration::from_secs(1) {
+                write_status(&files, &mut status)?;
+                last_status_write = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
+        }
+        let n = buffer.len().min(settings.batch_size);
+        let batch: Vec<Envelope> = buffer.iter().take(n).cloned().collect();
+        let body = encode(&batch, &settings.resource);
+        let reply = client.post(&url, &headers, &body);
+        let last = batch.last().map_or(seq, |e| e.seq);
+        if reply.is_success() {
+            seq = last;
+            crate::fs::write_json_atomic(
+                &files.checkpoint,
+                &serde_json::json!({"schema": SCHEMA, "seq": seq, "updated_at": crate::time::iso_now()}),
+            )?;
+            buffer.drain(..n);
+            oldest_at = if buffer.is_empty() { None } else { Some(Instant::now()) };
+            attempts = 0;
+            status.seq = seq;
+            status.exported += n as u64;
+            status.batches += 1;
+            status.last_success_at = Some(crate::time::iso_now());
+            continue;
+        }
+        let why = reply.describe();
+        status.last_error = Some(why.clone());
+        status.last_error_at = Some(crate::time::iso_now());
+        let retryable = matches!(reply.status, None | Some(429) | Some(502) | Some(503) | Some(504));
+        if !retryable {
+            tracing::error!(error = %why, records = n, "the collector refused a batch of log records; dropped");
+            seq = last;
+            crate::fs::write_json_atomic(
+                &files.checkpoint,
+                &serde_json::json!({"schema": SCHEMA, "seq": seq, "updated_at": crate::time::iso_now()}),
+            )?;
+            buffer.drain(..n);
+            status.dropped += n as u64;
+            status.seq = seq;
+            continue;
+        }
+        attempts += 1;
+        status.retries += 1;
+        let retry_after =
+            reply.retry_after.as_deref().and_then(|v| crate::hooks::delivery::parse_retry_after(v, chrono::Utc::now()));
+        let delay = crate::hooks::delivery::next_delay(&settings.retry_schedule, attempts, retry_after, true)
+            .unwrap_or(Duration::from_secs(1));
+        tracing::warn!(error = %why, attempts, delay_ms = delay.as_millis() as u64, "OTLP export failed; retrying");
+        write_status(&files, &mut status)?;
+        // Hold only the batch in flight while waiting: the rest is read again from the history.
+        buffer.truncate(n);
+        follower = bus.history.follow(last)?;
+        let until = Instant::now() + delay;
+        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn write_status(files: &ExportFiles, status: &mut Status) -> Result<()> {
+    status.updated_at = crate::time::iso_now();
+    crate::fs::write_json_atomic(&files.status, status)
+}
+
+/// The exporter inside `serve`, when an endpoint is set (`None` otherwise).
+pub fn spawn_service(
+    paths: Paths,
+    config: Config,
+    stop: Arc<AtomicBool>,
+) -> Result<Option<std::thread::JoinHandle<()>>> {
+    if Settings::resolve(&config)?.endpoint.is_none() {
+        return Ok(None);
+    }
+    let handle = std::thread::Builder::new()
+        .name("otlp-exporter".into())
+        .spawn(move || {
+            if let Err(e) = run(&paths, &config, &stop, false) {
+                tracing::error!(error = %format!("{e:#}"), "the OTLP exporter stopped");
+                // Stopping on its own lets `serve` restart it on its backoff.
+                panic!("the OTLP exporter stopped: {e:#}");
+            }
+        })
+        .context("cannot start the OTLP exporter thread")?;
+    Ok(Some(handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| pairs.iter().find(|(key, _)| *key == k).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn endpoints_headers_and_resource_follow_the_otel_variables() {
+        let c = Config::defaults();
+        assert!(Settings::resolve_with(&c, env_of(&[])).unwrap().endpoint.is_none());
+        let s = Settings::resolve_with(
+            &c,
+            env_of(&[
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318/"),
+                ("OTEL_EXPORTER_OTLP_HEADERS", "x-token=a%3Db,tenant=studio"),
+                ("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=ci,service.name=ignored"),
+                ("OTEL_SERVICE_NAME", "farm-node"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.endpoint.as_deref(), Some("http://127.0.0.1:4318/v1/logs"));
+        assert_eq!(s.headers, [("x-token".to_string(), "a=b".to_string()), ("tenant".into(), "studio".into())]);
+        let keys: Vec<&str> = s.resource.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["service.name", "service.version", "host.name", "process.pid", "deployment.environment"]);
+        assert_eq!(s.resource[0].1, "farm-node");
+        let logs = Settings::resolve_with(
+            &c,
+            env_of(&[
+                ("OTEL_EXPORTER_OTLP_LOGS_ENDPOINT", "http://h:1/custom"),
+                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://x:2"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(logs.endpoint.as_deref(), Some("http://h:1/custom"));
+        assert!(Settings::resolve_with(&c, env_of(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://x")])).is_err());
+    }
+
+    /// The exact protobuf bytes of a one-record request: a change to the encoding shows up here.
+    #[test]
+    fn protobuf_bytes_are_pinned() {
+        let env = Envelope { seq: 7, event: "on_scene_saved".into(), ts: 1.5, data: json!({"scene": "s1", "n": 2}) };
+        let bytes = encode(std::slice::from_ref(&env), &[("service.name".into(), "svc".into())]);
+        let version = crate::telemetry::APP_VERSION;
+        // Hand-assembled from the OTLP .proto field numbers.
+        fn len(mut n: usize) -> Vec<u8> {
+            let mut v = Vec::new();
+            while n >= 0x80 {
+                v.push((n as u8 & 0x7f) | 0x80);
+                n >>= 7;
+            }
+            v.push(n as u8);
+            v
+        }
+        fn field(tag: u8, body: &[u8]) -> Vec<u8> {
+            let mut v = vec![tag];
+            v.extend(len(body.len()));
+            v.extend_from_slice(body);
+            v
+        }
+        let string_value = |s: &str| field(0x0a, s.as_bytes()); // AnyValue.string_value = 1
+        let key_value = |k: &str, value: Vec<u8>| [field(0x0a, k.as_bytes()), field(0x12, &value)].concat();
+        let resource = field(0x0a, &key_value("service.name", string_value("svc"))); // Resource.attributes = 1
+        let scope = [field(0x0a, b"comfyvn-obs.hooks"), field(0x12, version.as_bytes())].concat();
+        let nanos: u64 = 1_500_000_000;
+        let record = [
+            vec![0x09],
+            nanos.to_le_bytes().to_vec(),                 // time_unix_nano = 1 (fixed64)
+            vec![0x10, 9],                                // severity_number = 2
+            field(0x1a, b"INFO"),                         // severity_text = 3
+            field(0x2a, &string_value("on_scene_saved")), // body = 5
+            field(0x32, &key_value("event.name", string_value("on_scene_saved"))), // attributes = 6
+            field(0x32, &key_value("seq", vec![0x18, 7])), // int_value = 3
+            field(0x32, &key_value("data.scene", string_value("s1"))),
+            field(0x32, &key_value("data.n", vec![0x18, 2])),
+            vec![0x59],
+            nanos.to_le_bytes().to_vec(),   // observed_time_unix_nano = 11
+            field(0x62, b"on_scene_saved"), // event_name = 12
+        ]
+        .concat();
+        let scope_logs = [field(0x0a, &scope), field(0x12, &record)].concat();
+        let resource_logs = [field(0x0a, &resource), field(0x12, &scope_logs)].concat();
+        let expected = field(0x0a, &resource_logs);
+        assert_eq!(crate::digest::hex(&bytes), crate::digest::hex(&expected));
+        let (res, records) = decode_summary(&bytes).unwrap();
+        assert_eq!(res, [("service.name".to_string(), "svc".to_string())]);
+        assert_eq!(records, [("on_scene_saved".to_string(), 7)]);
+    }
+}
