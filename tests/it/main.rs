@@ -8,6 +8,7 @@ mod config;
 mod crash;
 mod crash_upload;
 mod doctor;
+mod export;
 mod full_disk;
 mod hooks;
 mod http;
