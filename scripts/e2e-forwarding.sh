@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# End-to-end: crash uploads to a real Sentry-compatible server.
+# End-to-end: crash uploads to a real Sentry-compatible server, and OTLP log export to a real
+# OpenTelemetry collector.
 #
 # Installs Bugsink from PyPI into a venv (single process, SQLite, loopback only), creates a team, a
 # project and its DSN through Bugsink's own API, points a temp comfyvn-obs root at it, and reads back
 # through the API what arrived: exception types, frames, the fingerprint grouping repeats into one
 # issue, scrubbed values absent. Fault cases: the server down while crashes are written (all arrive
 # afterwards, each once), `kill -9` of an upload mid-way, consent withdrawn while dumps are queued.
+# Then the `rotel` collector from its PyPI wheel receives `export run`'s OTLP/HTTP protobuf records;
+# its debug log shows the records, attributes and resource attributes. Fault cases: the collector down
+# while 1,000 events are emitted (all arrive, each once), `kill -9` of the exporter mid-way.
 #
 # Usage: scripts/e2e-forwarding.sh            (builds target/debug/comfyvn-obs if needed)
 # Env:   COMFYVN_BIN      the binary to test
@@ -22,19 +26,25 @@ venv="${E2E_VENV:-/tmp/comfyvn-e2e-venv}"
 outage_secs="${OUTAGE_SECS:-30}"
 outage_crashes="${OUTAGE_CRASHES:-100}"
 bugsink_version="2.6.2"
+rotel_version="0.0.1a15"
 
 if [[ ! -x "$bin" ]]; then
     (cd "$here" && cargo build --quiet)
 fi
-if [[ ! -x "$venv/bin/bugsink-manage" ]]; then
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet "bugsink==$bugsink_version"
+if [[ ! -x "$venv/bin/bugsink-manage" ]] || ! "$venv/bin/python" -c 'import rotel' 2>/dev/null; then
+    [[ -x "$venv/bin/python" ]] || python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet "bugsink==$bugsink_version" "rotel==$rotel_version"
 fi
+rotel_bin="$("$venv/bin/python" -c 'import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), "rotel-agent"))')"
 
 work="$(mktemp -d /tmp/comfyvn-e2e.XXXXXX)"
 server_pid=""
+rotel_pid=""
+export_pid=""
 cleanup() {
     if [[ -n "$server_pid" ]]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+    if [[ -n "$rotel_pid" ]]; then kill "$rotel_pid" 2>/dev/null || true; wait "$rotel_pid" 2>/dev/null || true; fi
+    if [[ -n "$export_pid" ]]; then kill "$export_pid" 2>/dev/null || true; wait "$export_pid" 2>/dev/null || true; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -227,6 +237,83 @@ req = urllib.request.Request(f"{base}/api/canonical/0/issues/?project={project}"
 issues = json.load(urllib.request.urlopen(req))["results"]
 sys.exit(1 if any(i["calculated_value"] == "withdrawn consent" for i in issues) else 0)
 ' "$base" "$token" "$project"
+
+stop_server
+
+# --- 5. OTLP export to the rotel collector --------------------------------------------------------
+free_port() { "$venv/bin/python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+otlp_port="$(free_port)"
+grpc_port="$(free_port)"
+rotel_log="$work/rotel.log"
+start_rotel() {
+    "$rotel_bin" start --otlp-http-endpoint "127.0.0.1:$otlp_port" --otlp-grpc-endpoint "127.0.0.1:$grpc_port" \
+        --exporter blackhole --debug-log logs --debug-log-verbosity detailed --log-file "$work/rotel-agent.log" \
+        >>"$rotel_log" 2>&1 &
+    rotel_pid=$!
+    for _ in $(seq 1 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$otlp_port") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    echo "rotel did not start; its log:" >&2; cat "$rotel_log" >&2; return 1
+}
+stop_rotel() { kill "$rotel_pid"; wait "$rotel_pid" 2>/dev/null || true; rotel_pid=""; }
+export OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$otlp_port" OTEL_RESOURCE_ATTRIBUTES="deployment.environment=e2e"
+emit_many() { # emit_many FROM TO: hook events with scene_id sFROM … sTO, one process each
+    for i in $(seq "$1" "$2"); do obs hooks emit on_scene_enter --data "{\"scene_id\": \"s$i\", \"node\": $i}" >/dev/null; done
+}
+seqs_received() { grep -o -- '-> seq: Int([0-9]*)' "$rotel_log" | grep -o '[0-9]*' || true; }
+history_seqs() { # the seqs of on_scene_enter events in the history
+    cat "$root"/logs/hooks/history.jsonl* 2>/dev/null | py '
+import json,sys
+for line in sys.stdin:
+    try: e = json.loads(line)
+    except ValueError: continue
+    if e.get("event") == "on_scene_enter": print(e["seq"])'
+}
+start_rotel
+emit_many 1 50
+check "export run --once exports the history to the collector" obs export run --once
+sleep 1
+check "the collector received each of the 50 records once" test "$(seqs_received | sort -n | uniq | wc -l)" -eq 50 -a "$(seqs_received | wc -l)" -eq 50
+check "records carry event.name, data attributes and the time" \
+    grep -q -- '-> event.name: Str(on_scene_enter)' "$rotel_log"
+check "data fields arrive as attributes" grep -q -- '-> data.scene_id: Str(s7)' "$rotel_log"
+check "resource attributes: service.name, service.version, host.name, process.pid, OTEL_RESOURCE_ATTRIBUTES" bash -c '
+grep -q -- "-> service.name: Str(comfyvn-obs)" "$1" && grep -q -- "-> service.version: Str(" "$1" &&
+grep -q -- "-> host.name: Str(" "$1" && grep -q -- "-> process.pid: Int(" "$1" &&
+grep -q -- "-> deployment.environment: Str(e2e)" "$1"' _ "$rotel_log"
+
+# The collector down while 1,000 events are emitted: all arrive afterwards, none twice.
+stop_rotel
+COMFYVN_RUNTIME_ROOT="$root" "$bin" export run >/dev/null 2>&1 &
+export_pid=$!
+emit_many 51 1050
+sleep 2
+start_rotel
+for _ in $(seq 1 300); do
+    [[ "$(obs export status --json | py 'import json,sys; print(json.load(sys.stdin)["lag"])')" == 0 ]] && break
+    sleep 0.2
+done
+kill "$export_pid"; wait "$export_pid" 2>/dev/null || true; export_pid=""
+sleep 1
+expected="$(history_seqs | sort -n | uniq)"
+check "after the collector outage all 1,050 records arrived" test "$(seqs_received | sort -n | uniq)" == "$expected"
+check "and none twice" test "$(seqs_received | wc -l)" -eq "$(seqs_received | sort -n | uniq | wc -l)"
+
+# kill -9 of the exporter mid-way, then a restart: every record arrives; at most the batch in flight
+# (obs.otlp.batch_size) twice.
+emit_many 1051 1600
+COMFYVN_RUNTIME_ROOT="$root" "$bin" export run >/dev/null 2>&1 &
+export_pid=$!
+sleep 0.2
+kill -9 "$export_pid" 2>/dev/null || true; wait "$export_pid" 2>/dev/null || true; export_pid=""
+check "after kill -9 export run --once finishes the rest" obs export run --once
+sleep 1
+expected="$(history_seqs | sort -n | uniq)"
+check "every record arrived after kill -9" test "$(seqs_received | sort -n | uniq)" == "$expected"
+dups=$(( $(seqs_received | wc -l) - $(seqs_received | sort -n | uniq | wc -l) ))
+check "at most one batch ($dups records) arrived twice" test "$dups" -le 512
+stop_rotel
 
 echo "e2e-forwarding: $passed passed, $failed failed"
 [[ $failed -eq 0 ]]
