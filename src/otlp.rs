@@ -8,8 +8,12 @@
 //! `service.name` (default `comfyvn-obs`), `service.version`, `host.name`, `process.pid` and
 //! `OTEL_RESOURCE_ATTRIBUTES`.
 //!
-//! Owns `data/otlp/`: `checkpoint.json` (the last `seq` the collector accepted), `status.json` (counts,
-//! last error, for `export status`) and `exporter.lock` (one exporter per runtime root).
+//! Crash dumps are exported too, each as one record with `exception.type`, `exception.message` and
+//! `exception.stacktrace` (severity `FATAL` for panics, else `ERROR`).
+//!
+//! Owns `data/otlp/`: `checkpoint.json` (the last `seq` the collector accepted), `crashes.txt` (the dumps
+//! it accepted), `status.json` (counts, last error, for `export status`) and `exporter.lock` (one
+//! exporter per runtime root).
 //!
 //! Invariants:
 //! - At least once: the checkpoint moves only after the collector's 2xx for the batch that reaches it;
@@ -195,33 +199,73 @@ pub fn hook_record(env: &Envelope) -> LogRecord {
     }
 }
 
-/// The protobuf bytes of one export request holding `envelopes`.
-pub fn encode(envelopes: &[Envelope], resource: &[(String, String)]) -> Vec<u8> {
+/// One log record for a crash dump: severity `FATAL` for panics, else `ERROR`, with the OpenTelemetry
+/// exception attributes and the dump's id, fingerprint and string context values.
+pub fn crash_record(dump: &Value) -> LogRecord {
+    let s = |k: &str| dump.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let nanos = chrono::DateTime::parse_from_rfc3339(&s("timestamp"))
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .map_or(0, |n| n.max(0) as u64);
+    let panic = s("exc_type") == "panic";
+    let mut attributes = vec![
+        kv("event.name", text("crash")),
+        kv("exception.type", text(&s("exc_type"))),
+        kv("exception.message", text(&s("message"))),
+        kv("exception.stacktrace", text(&s("traceback"))),
+        kv("crash.event_id", text(&s("event_id"))),
+        kv("crash.fingerprint", text(&s("fingerprint"))),
+    ];
+    if let Some(Value::Object(context)) = dump.get("context") {
+        for (k, v) in context {
+            attributes.push(kv(&format!("context.{k}"), any_value(v)));
+        }
+    }
+    LogRecord {
+        time_unix_nano: nanos,
+        observed_time_unix_nano: nanos,
+        severity_number: if panic { 21 } else { 17 },
+        severity_text: if panic { "FATAL".into() } else { "ERROR".into() },
+        body: Some(text(&s("message"))),
+        attributes,
+        event_name: "crash".into(),
+        ..Default::default()
+    }
+}
+
+/// The protobuf bytes of one export request holding `records` under `scope`.
+fn encode_records(records: Vec<LogRecord>, scope: &str, resource: &[(String, String)]) -> Vec<u8> {
     let request = ExportLogsServiceRequest {
         resource_logs: vec![ResourceLogs {
-            resource: Some(Resource {
-                attributes: resource
-                    .iter()
-                    .map(|(k, v)| match v.parse::<i64>() {
-                        Ok(n) if k == "process.pid" => kv(k, AnyValue { value: Some(any_value::Value::IntValue(n)) }),
-                        _ => kv(k, text(v)),
-                    })
-                    .collect(),
-                ..Default::default()
-            }),
+            resource: Some(Resource { attributes: resource_attributes(resource), ..Default::default() }),
             scope_logs: vec![ScopeLogs {
                 scope: Some(InstrumentationScope {
-                    name: "comfyvn-obs.hooks".into(),
+                    name: scope.into(),
                     version: crate::telemetry::APP_VERSION.into(),
                     ..Default::default()
                 }),
-                log_records: envelopes.iter().map(hook_record).collect(),
+                log_records: records,
                 ..Default::default()
             }],
             ..Default::default()
         }],
     };
     request.encode_to_vec()
+}
+
+fn resource_attributes(resource: &[(String, String)]) -> Vec<KeyValue> {
+    resource
+        .iter()
+        .map(|(k, v)| match v.parse::<i64>() {
+            Ok(n) if k == "process.pid" => kv(k, AnyValue { value: Some(any_value::Value::IntValue(n)) }),
+            _ => kv(k, text(v)),
+        })
+        .collect()
+}
+
+/// The protobuf bytes of one export request holding `envelopes`.
+pub fn encode(envelopes: &[Envelope], resource: &[(String, String)]) -> Vec<u8> {
+    encode_records(envelopes.iter().map(hook_record).collect(), "comfyvn-obs.hooks", resource)
 }
 
 /// What [`decode_summary`] reads back: the resource's string attributes and `(event name, seq)` per record.
@@ -258,6 +302,8 @@ pub struct ExportFiles {
     pub checkpoint: PathBuf,
     pub status: PathBuf,
     pub lock: PathBuf,
+    /// The event ids of the crash dumps the collector accepted, one per line.
+    pub crashes: PathBuf,
 }
 
 impl ExportFiles {
@@ -267,6 +313,7 @@ impl ExportFiles {
             checkpoint: dir.join("checkpoint.json"),
             status: dir.join("status.json"),
             lock: dir.join("exporter.lock"),
+            crashes: dir.join("crashes.txt"),
             dir,
         }
     }
@@ -344,10 +391,44 @@ pub fn run(paths: &Paths, config: &Config, stop: &AtomicBool, once: bool) -> Res
     let mut oldest_at: Option<Instant> = None;
     let mut attempts = 0u32;
     let mut last_status_write = Instant::now() - Duration::from_secs(10);
+    let mut crashes_done: std::collections::HashSet<String> =
+        crate::fs::read_string(&files.crashes).unwrap_or_default().lines().map(str::to_string).collect();
+    let mut crashes_checked: Option<Instant> = None;
     loop {
         if stop.load(Ordering::Relaxed) {
             write_status(&files, &mut status)?;
             return Ok(RunEnd::Stopped);
+        }
+        // Crash dumps not exported yet, once a second (first, so `--once` covers them too).
+        if crashes_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            crashes_checked = Some(Instant::now());
+            let dumps: Vec<crate::crash::DumpEntry> = crate::crash::list_dumps(paths)?
+                .dumps
+                .into_iter()
+                .filter(|d| !crashes_done.contains(d.event_id()))
+                .take(settings.batch_size)
+                .collect();
+            if !dumps.is_empty() {
+                let body = encode_records(
+                    dumps.iter().map(|d| crash_record(&d.dump)).collect(),
+                    "comfyvn-obs.crash",
+                    &settings.resource,
+                );
+                let reply = client.post(&url, &headers, &body);
+                if reply.is_success() {
+                    let mut f = crate::fs::open_append(&files.crashes)?;
+                    let ids: Vec<&str> = dumps.iter().map(|d| d.event_id()).collect();
+                    crate::fs::write_line_whole(&mut f, &files.crashes, &ids.join("\n"))?;
+                    crashes_done.extend(ids.iter().map(|s| s.to_string()));
+                    status.exported += dumps.len() as u64;
+                    status.batches += 1;
+                } else {
+                    // Tried again on the next check; the hook batches follow their own backoff.
+                    status.last_error = Some(reply.describe());
+                    status.last_error_at = Some(crate::time::iso_now());
+                }
+                continue;
+            }
         }
         // Read only while the buffer is short, so memory holds about two batches.
         if buffer.len() < settings.batch_size * 2 {
@@ -490,6 +571,27 @@ mod tests {
         .unwrap();
         assert_eq!(logs.endpoint.as_deref(), Some("http://h:1/custom"));
         assert!(Settings::resolve_with(&c, env_of(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "ftp://x")])).is_err());
+    }
+
+    #[test]
+    fn crash_dumps_carry_the_exception_attributes() {
+        let dump = json!({"event_id": "0a1b2c3d", "timestamp": "2026-01-02T03:04:05.000000Z", "exc_type": "panic",
+                          "message": "boom", "traceback": "   0: app::main", "fingerprint": "ff00", "context": {"job": "j1"}});
+        let r = crash_record(&dump);
+        assert_eq!((r.severity_number, r.severity_text.as_str(), r.event_name.as_str()), (21, "FATAL", "crash"));
+        assert_eq!(r.time_unix_nano, 1_767_323_045_000_000_000);
+        let attr = |k: &str| match r.attributes.iter().find(|a| a.key == k).and_then(|a| a.value.clone()) {
+            Some(AnyValue { value: Some(any_value::Value::StringValue(s)) }) => s,
+            other => panic!("{k}: {other:?}"),
+        };
+        assert_eq!(attr("exception.type"), "panic");
+        assert_eq!(attr("exception.message"), "boom");
+        assert_eq!(attr("exception.stacktrace"), "   0: app::main");
+        assert_eq!(attr("crash.fingerprint"), "ff00");
+        assert_eq!(attr("context.job"), "j1");
+        let mut error = dump.clone();
+        error["exc_type"] = json!("ValueError");
+        assert_eq!(crash_record(&error).severity_number, 17);
     }
 
     /// The exact protobuf bytes of a one-record request: a change to the encoding shows up here.

@@ -91,6 +91,19 @@ fn a_503_with_retry_after_is_retried_and_a_400_batch_is_dropped() {
 }
 
 #[test]
+fn crash_dumps_are_exported_once_as_crash_records() {
+    let server = Server::start(|_, _| Answer::status(200));
+    let env = TestEnv::new();
+    with_endpoint(&env, server.port, 10);
+    env.run(&["crash", "capture", "--message", "exported crash"]).ok();
+    env.run(&["export", "run", "--once"]).ok();
+    env.run(&["export", "run", "--once"]).ok();
+    let records: Vec<(String, i64)> =
+        server.requests().iter().flat_map(|r| comfyvn_obs::otlp::decode_summary(&r.body).unwrap().1).collect();
+    assert_eq!(records, [("crash".to_string(), -1)], "one record for the dump, not sent again");
+}
+
+#[test]
 fn export_without_an_endpoint_says_how_to_set_one() {
     let env = TestEnv::new();
     let r = env.run(&["export", "run", "--once"]).code(2);
