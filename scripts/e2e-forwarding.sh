@@ -8,7 +8,7 @@
 # issue, scrubbed values absent. Fault cases: the server down while crashes are written (all arrive
 # afterwards, each once), `kill -9` of an upload mid-way, consent withdrawn while dumps are queued.
 # Then the `rotel` collector from its PyPI wheel receives `export run`'s OTLP/HTTP protobuf records;
-# its debug log shows the records, attributes and resource attributes. Fault cases: the collector down
+# its debug log shows the records (hook events and crash dumps), attributes and resource attributes. Fault cases: the collector down
 # while 1,000 events are emitted (all arrive, each once), `kill -9` of the exporter mid-way.
 #
 # Usage: scripts/e2e-forwarding.sh            (builds target/debug/comfyvn-obs if needed)
@@ -278,6 +278,10 @@ check "the collector received each of the 50 records once" test "$(seqs_received
 check "records carry event.name, data attributes and the time" \
     grep -q -- '-> event.name: Str(on_scene_enter)' "$rotel_log"
 check "data fields arrive as attributes" grep -q -- '-> data.scene_id: Str(s7)' "$rotel_log"
+check "crash dumps arrive as records with the exception attributes" bash -c '
+grep -q -- "-> exception.type: Str(ValueError)" "$1" && grep -q -- "-> exception.type: Str(panic)" "$1" &&
+grep -q -- "-> exception.message: Str(bad scene 42)" "$1" && grep -q -- "-> exception.stacktrace: Str(" "$1" &&
+grep -q "SeverityNumber: SEVERITY_NUMBER_FATAL" "$1"' _ "$rotel_log"
 check "resource attributes: service.name, service.version, host.name, process.pid, OTEL_RESOURCE_ATTRIBUTES" bash -c '
 grep -q -- "-> service.name: Str(comfyvn-obs)" "$1" && grep -q -- "-> service.version: Str(" "$1" &&
 grep -q -- "-> host.name: Str(" "$1" && grep -q -- "-> process.pid: Int(" "$1" &&
