@@ -282,6 +282,9 @@ check "crash dumps arrive as records with the exception attributes" bash -c '
 grep -q -- "-> exception.type: Str(ValueError)" "$1" && grep -q -- "-> exception.type: Str(panic)" "$1" &&
 grep -q -- "-> exception.message: Str(bad scene 42)" "$1" && grep -q -- "-> exception.stacktrace: Str(" "$1" &&
 grep -q "SeverityNumber: SEVERITY_NUMBER_FATAL" "$1"' _ "$rotel_log"
+check "run.log records arrive with severity, body and fields (the uploader's outage warnings)" bash -c '
+grep -q "Body: Str(crash upload failed; the server looks down)" "$1" && grep -q "SeverityText: WARN" "$1" &&
+grep -q -- "-> log.run: Str(run-" "$1"' _ "$rotel_log"
 check "resource attributes: service.name, service.version, host.name, process.pid, OTEL_RESOURCE_ATTRIBUTES" bash -c '
 grep -q -- "-> service.name: Str(comfyvn-obs)" "$1" && grep -q -- "-> service.version: Str(" "$1" &&
 grep -q -- "-> host.name: Str(" "$1" && grep -q -- "-> process.pid: Int(" "$1" &&

@@ -8,11 +8,13 @@
 //! `service.name` (default `comfyvn-obs`), `service.version`, `host.name`, `process.pid` and
 //! `OTEL_RESOURCE_ATTRIBUTES`.
 //!
-//! Crash dumps are exported too, each as one record with `exception.type`, `exception.message` and
+//! Structured `run.log` records are exported too (severity mapped from `level`, `event` as the body, the
+//! other keys as attributes), each file from the offset the collector last accepted, except this
+//! module's own records. Crash dumps are exported too, each as one record with `exception.type`, `exception.message` and
 //! `exception.stacktrace` (severity `FATAL` for panics, else `ERROR`).
 //!
 //! Owns `data/otlp/`: `checkpoint.json` (the last `seq` the collector accepted), `crashes.txt` (the dumps
-//! it accepted), `status.json` (counts, last error, for `export status`) and `exporter.lock` (one
+//! it accepted), `run-logs.json` (how far each `run.log` was accepted), `status.json` (counts, last error, for `export status`) and `exporter.lock` (one
 //! exporter per runtime root).
 //!
 //! Invariants:
@@ -233,6 +235,41 @@ pub fn crash_record(dump: &Value) -> LogRecord {
     }
 }
 
+/// One log record for a `run.log` line (`{event, logger, component, level, timestamp, …fields}`):
+/// the level mapped to a severity, `event` as the body, every other key as an attribute.
+pub fn run_log_record(line: &Value, run: &str) -> LogRecord {
+    let s = |k: &str| line.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let nanos = chrono::DateTime::parse_from_rfc3339(&s("timestamp"))
+        .ok()
+        .and_then(|t| t.timestamp_nanos_opt())
+        .map_or(0, |n| n.max(0) as u64);
+    let (number, text_level) = match s("level").as_str() {
+        "trace" => (1, "TRACE"),
+        "debug" => (5, "DEBUG"),
+        "warning" | "warn" => (13, "WARN"),
+        "error" => (17, "ERROR"),
+        "critical" | "fatal" => (21, "FATAL"),
+        _ => (9, "INFO"),
+    };
+    let mut attributes = vec![kv("log.run", text(run))];
+    if let Value::Object(fields) = line {
+        for (k, v) in fields {
+            if !matches!(k.as_str(), "event" | "level" | "timestamp") {
+                attributes.push(kv(k, any_value(v)));
+            }
+        }
+    }
+    LogRecord {
+        time_unix_nano: nanos,
+        observed_time_unix_nano: nanos,
+        severity_number: number,
+        severity_text: text_level.into(),
+        body: Some(text(&s("event"))),
+        attributes,
+        ..Default::default()
+    }
+}
+
 /// The protobuf bytes of one export request holding `records` under `scope`.
 fn encode_records(records: Vec<LogRecord>, scope: &str, resource: &[(String, String)]) -> Vec<u8> {
     let request = ExportLogsServiceRequest {
@@ -304,6 +341,8 @@ pub struct ExportFiles {
     pub lock: PathBuf,
     /// The event ids of the crash dumps the collector accepted, one per line.
     pub crashes: PathBuf,
+    /// How far each run's `run.log` was accepted: `{schema, offsets: {run folder: bytes}}`.
+    pub run_logs: PathBuf,
 }
 
 impl ExportFiles {
@@ -314,6 +353,7 @@ impl ExportFiles {
             status: dir.join("status.json"),
             lock: dir.join("exporter.lock"),
             crashes: dir.join("crashes.txt"),
+            run_logs: dir.join("run-logs.json"),
             dir,
         }
     }
@@ -394,6 +434,9 @@ pub fn run(paths: &Paths, config: &Config, stop: &AtomicBool, once: bool) -> Res
     let mut crashes_done: std::collections::HashSet<String> =
         crate::fs::read_string(&files.crashes).unwrap_or_default().lines().map(str::to_string).collect();
     let mut crashes_checked: Option<Instant> = None;
+    let mut offsets: serde_json::Map<String, Value> = crate::fs::read_json_opt(&files.run_logs)?
+        .and_then(|v| v.get("offsets").and_then(Value::as_object).cloned())
+        .unwrap_or_default();
     loop {
         if stop.load(Ordering::Relaxed) {
             write_status(&files, &mut status)?;
@@ -422,8 +465,35 @@ pub fn run(paths: &Paths, config: &Config, stop: &AtomicBool, once: bool) -> Res
                     crashes_done.extend(ids.iter().map(|s| s.to_string()));
                     status.exported += dumps.len() as u64;
                     status.batches += 1;
+                    // Look again at once: more dumps, or the run logs, may be waiting.
+                    crashes_checked = None;
                 } else {
                     // Tried again on the next check; the hook batches follow their own backoff.
+                    status.last_error = Some(reply.describe());
+                    status.last_error_at = Some(crate::time::iso_now());
+                }
+                continue;
+            }
+            // Structured records of `run.log` files, from where the collector stopped accepting.
+            if let Some((run, start, end, records)) = next_run_log_batch(paths, &offsets, settings.batch_size)? {
+                let n = records.len() as u64;
+                // Lines with nothing to send (only this module's own) just move the offset.
+                let reply = if records.is_empty() {
+                    crate::outbound::Reply { status: Some(204), ..Default::default() }
+                } else {
+                    client.post(&url, &headers, &encode_records(records, "comfyvn-obs.log", &settings.resource))
+                };
+                if reply.is_success() {
+                    offsets.insert(run, Value::from(end));
+                    crate::fs::write_json_atomic(
+                        &files.run_logs,
+                        &serde_json::json!({"schema": SCHEMA, "offsets": offsets}),
+                    )?;
+                    status.exported += n;
+                    status.batches += u64::from(n > 0);
+                    crashes_checked = None;
+                } else {
+                    tracing::debug!(run = %run, from = start, "run.log batch not accepted; tried again later");
                     status.last_error = Some(reply.describe());
                     status.last_error_at = Some(crate::time::iso_now());
                 }
@@ -504,6 +574,62 @@ pub fn run(paths: &Paths, config: &Config, stop: &AtomicBool, once: bool) -> Res
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// `(run folder, start offset, end offset, records)`.
+type RunLogBatch = (String, u64, u64, Vec<LogRecord>);
+
+/// Up to `max` records from the first `logs/run-*/run.log` with lines past its offset: `(run folder,
+/// start, end offset, records)`. A file shorter than its offset was rotated, and is read from the start.
+fn next_run_log_batch(
+    paths: &Paths,
+    offsets: &serde_json::Map<String, Value>,
+    max: usize,
+) -> Result<Option<RunLogBatch>> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(entries) = std::fs::read_dir(&paths.log_dir) else { return Ok(None) };
+    let mut runs: Vec<String> = entries
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("run-"))
+        .collect();
+    runs.sort();
+    for run in runs {
+        let path = paths.log_dir.join(&run).join("run.log");
+        let Ok(mut f) = std::fs::File::open(&path) else { continue };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let mut start = offsets.get(&run).and_then(Value::as_u64).unwrap_or(0);
+        if start > len {
+            start = 0;
+        }
+        if start == len {
+            continue;
+        }
+        f.seek(SeekFrom::Start(start)).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut buf = Vec::new();
+        f.take((len - start).min(1 << 20))
+            .read_to_end(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let mut records = Vec::new();
+        let mut consumed = 0usize;
+        for line in buf.split_inclusive(|&b| b == b'\n') {
+            if !line.ends_with(b"\n") || records.len() >= max {
+                break;
+            }
+            consumed += line.len();
+            if let Ok(v) = serde_json::from_slice::<Value>(line) {
+                // The exporter's own complaints stay local: exporting them would feed on itself.
+                if v.get("logger").and_then(Value::as_str).is_some_and(|l| l.starts_with(module_path!())) {
+                    continue;
+                }
+                records.push(run_log_record(&v, &run));
+            }
+        }
+        if consumed > 0 {
+            return Ok(Some((run, start, start + consumed as u64, records)));
+        }
+    }
+    Ok(None)
 }
 
 fn write_status(files: &ExportFiles, status: &mut Status) -> Result<()> {
@@ -592,6 +718,20 @@ mod tests {
         let mut error = dump.clone();
         error["exc_type"] = json!("ValueError");
         assert_eq!(crash_record(&error).severity_number, 17);
+    }
+
+    #[test]
+    fn run_log_lines_map_level_body_and_fields() {
+        let line = json!({"event": "cannot reach", "level": "warning", "logger": "comfyvn.obs.x", "component": "x",
+                          "timestamp": "2026-01-02T03:04:05.000000Z", "attempts": 3});
+        let r = run_log_record(&line, "run-1");
+        assert_eq!((r.severity_number, r.severity_text.as_str()), (13, "WARN"));
+        assert_eq!(r.body, Some(text("cannot reach")));
+        assert_eq!(r.time_unix_nano, 1_767_323_045_000_000_000);
+        let keys: Vec<&str> = r.attributes.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(keys, ["log.run", "logger", "component", "attempts"]);
+        assert_eq!(run_log_record(&json!({"level": "error"}), "r").severity_number, 17);
+        assert_eq!(run_log_record(&json!({}), "r").severity_number, 9);
     }
 
     /// The exact protobuf bytes of a one-record request: a change to the encoding shows up here.

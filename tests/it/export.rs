@@ -96,11 +96,39 @@ fn crash_dumps_are_exported_once_as_crash_records() {
     let env = TestEnv::new();
     with_endpoint(&env, server.port, 10);
     env.run(&["crash", "capture", "--message", "exported crash"]).ok();
+    env.write("logs/run-20260101_000000-1/run.log", "{\"event\":\"a log line\",\"level\":\"info\"}\n");
+    let records = |server: &Server| -> Vec<(String, i64)> {
+        server.requests().iter().flat_map(|r| comfyvn_obs::otlp::decode_summary(&r.body).unwrap().1).collect()
+    };
+    // One `--once` covers the dumps and the run logs after them.
     env.run(&["export", "run", "--once"]).ok();
+    assert_eq!(records(&server), [("crash".to_string(), -1), (String::new(), -1)]);
     env.run(&["export", "run", "--once"]).ok();
-    let records: Vec<(String, i64)> =
-        server.requests().iter().flat_map(|r| comfyvn_obs::otlp::decode_summary(&r.body).unwrap().1).collect();
-    assert_eq!(records, [("crash".to_string(), -1)], "one record for the dump, not sent again");
+    assert_eq!(records(&server).len(), 2, "one record for the dump, not sent again");
+}
+
+#[test]
+fn run_log_records_are_exported_once_and_a_torn_last_line_waits() {
+    let server = Server::start(|_, _| Answer::status(200));
+    let env = TestEnv::new();
+    with_endpoint(&env, server.port, 10);
+    let first =
+        r#"{"component":"x","event":"one","level":"warning","logger":"l","timestamp":"2026-01-01T00:00:00.000000Z"}"#;
+    let second = r#"{"component":"x","event":"two","level":"error","logger":"l","timestamp":"2026-01-01T00:00:01.000000Z","job":"j1"}"#;
+    env.write("logs/run-20260101_000000-1/run.log", format!("{first}\n{second}\n{{\"event\":\"thr"));
+    let count = |server: &Server| -> usize {
+        server.requests().iter().map(|r| comfyvn_obs::otlp::decode_summary(&r.body).unwrap().1.len()).sum()
+    };
+    env.run(&["export", "run", "--once"]).ok();
+    assert_eq!(count(&server), 2, "the torn line is not sent");
+    env.run(&["export", "run", "--once"]).ok();
+    assert_eq!(count(&server), 2, "nothing is sent twice");
+    use std::io::Write;
+    let mut f = std::fs::OpenOptions::new().append(true).open(env.path("logs/run-20260101_000000-1/run.log")).unwrap();
+    f.write_all(b"ee\"}\n").unwrap();
+    env.run(&["export", "run", "--once"]).ok();
+    assert_eq!(count(&server), 3);
+    assert_eq!(env.run(&["export", "status", "--json"]).ok().json()["exported"], 3);
 }
 
 #[test]
