@@ -10,7 +10,8 @@
 //!
 //! Structured `run.log` records are exported too (severity mapped from `level`, `event` as the body, the
 //! other keys as attributes), each file from the offset the collector last accepted, except this
-//! module's own records. Crash dumps are exported too, each as one record with `exception.type`, `exception.message` and
+//! module's own records. Crash dumps are exported too, only while the crash-upload consent gate holds
+//! and `dry_run` is false (as for crash uploads), each as one record with `exception.type`, `exception.message` and
 //! `exception.stacktrace` (severity `FATAL` for panics, else `ERROR`).
 //!
 //! Owns `data/otlp/`: `checkpoint.json` (the last `seq` the collector accepted), `crashes.txt` (the dumps
@@ -445,12 +446,11 @@ pub fn run(paths: &Paths, config: &Config, stop: &AtomicBool, once: bool) -> Res
         // Crash dumps not exported yet, once a second (first, so `--once` covers them too).
         if crashes_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             crashes_checked = Some(Instant::now());
-            let dumps: Vec<crate::crash::DumpEntry> = crate::crash::list_dumps(paths)?
-                .dumps
-                .into_iter()
-                .filter(|d| !crashes_done.contains(d.event_id()))
-                .take(settings.batch_size)
-                .collect();
+            // Dumps leave the machine only under the crash-upload consent, read again every time.
+            let dumps: Vec<crate::crash::DumpEntry> =
+                if crashes_allowed(paths) { crate::crash::list_dumps(paths)?.dumps } else { Vec::new() };
+            let dumps: Vec<crate::crash::DumpEntry> =
+                dumps.into_iter().filter(|d| !crashes_done.contains(d.event_id())).take(settings.batch_size).collect();
             if !dumps.is_empty() {
                 let body = encode_records(
                     dumps.iter().map(|d| crash_record(&d.dump)).collect(),
@@ -574,6 +574,14 @@ pub fn run(paths: &Paths, config: &Config, stop: &AtomicBool, once: bool) -> Res
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+}
+
+/// Whether crash dumps may be exported now: the crash-upload gate holds and `dry_run` is false (the
+/// configuration is read again, so a withdrawn consent stops the next dump).
+fn crashes_allowed(paths: &Paths) -> bool {
+    Config::load(paths).is_ok_and(|c| {
+        crate::telemetry::Gates::compute(&c.features, &c.telemetry).crash_uploads_active && !c.telemetry.dry_run
+    })
 }
 
 /// `(run folder, start offset, end offset, records)`.

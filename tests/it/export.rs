@@ -91,11 +91,18 @@ fn a_503_with_retry_after_is_retried_and_a_400_batch_is_dropped() {
 }
 
 #[test]
-fn crash_dumps_are_exported_once_as_crash_records() {
+fn crash_dumps_are_exported_once_as_crash_records_only_under_crash_consent() {
     let server = Server::start(|_, _| Answer::status(200));
     let env = TestEnv::new();
     with_endpoint(&env, server.port, 10);
     env.run(&["crash", "capture", "--message", "exported crash"]).ok();
+    // Without the crash-upload consent the dump stays on the machine.
+    env.run(&["export", "run", "--once"]).ok();
+    assert!(server.requests().is_empty());
+    let mut config: serde_json::Value = serde_json::from_str(&env.read("config/comfyvn.json")).unwrap();
+    config["features"] = json!({"enable_observability": true, "enable_crash_uploader": true});
+    config["telemetry"] = json!({"telemetry_opt_in": true, "crash_opt_in": true, "dry_run": false});
+    env.write("config/comfyvn.json", config.to_string());
     env.write("logs/run-20260101_000000-1/run.log", "{\"event\":\"a log line\",\"level\":\"info\"}\n");
     let records = |server: &Server| -> Vec<(String, i64)> {
         server.requests().iter().flat_map(|r| comfyvn_obs::otlp::decode_summary(&r.body).unwrap().1).collect()
