@@ -443,12 +443,18 @@ pub fn pass(
     }
 
     if settings.mode == Mode::Send {
-        send_due(&settings, &mut outbox, &mut log, &known, deadline, stop, &mut report)?;
+        send_due(paths, &settings, &mut outbox, &mut log, &known, deadline, stop, &mut report)?;
     }
     if outbox.wants_compaction() {
         outbox.compact()?;
     }
     Ok(report)
+}
+
+/// The mode now, reading the configuration again (`None` when it cannot be read: nothing is sent then,
+/// and nothing discarded).
+fn consent_now(paths: &Paths) -> Option<Mode> {
+    Config::load(paths).and_then(|c| Settings::resolve(&c)).ok().map(|s| s.mode)
 }
 
 fn discard_all(outbox: &mut Outbox, log: &mut UploadLog, why: &str, report: &mut PassReport) -> Result<()> {
@@ -475,6 +481,7 @@ fn discard_all(outbox: &mut Outbox, log: &mut UploadLog, why: &str, report: &mut
 
 #[allow(clippy::too_many_arguments)]
 fn send_due(
+    paths: &Paths,
     settings: &Settings,
     outbox: &mut Outbox,
     log: &mut UploadLog,
@@ -506,6 +513,20 @@ fn send_due(
         if p.next_at_ms > now_ms() || stop.load(Ordering::Relaxed) || Instant::now() >= deadline {
             report.waiting.push((p.event.clone(), "waiting for its next attempt".into()));
             continue;
+        }
+        // Consent is read again before every upload: withdrawn mid-pass, nothing more is sent and the
+        // queue is discarded; `dry_run` switched on mid-pass only stops the sending.
+        match consent_now(paths) {
+            Some(Mode::Send) => {}
+            Some(Mode::DryRun) | None => {
+                report.waiting.push((p.event.clone(), "dry_run was switched on, or the config cannot be read".into()));
+                continue;
+            }
+            Some(Mode::Off(why)) => {
+                report.waiting.clear();
+                discard_all(outbox, log, &why, report)?;
+                return Ok(());
+            }
         }
         let reply = client.post_keep_body(&url, &headers, p.body.as_bytes(), 64 * 1024);
         let attempts = p.attempts + 1;
@@ -643,13 +664,20 @@ pub fn spawn_service(paths: Paths, stop: std::sync::Arc<AtomicBool>) -> Result<s
 
 /// After a command: when uploads are on and a dump is waiting, start `comfyvn-obs crash upload --all`
 /// detached (its output discarded; it logs to its own run log), so the command never waits on the
-/// server. Nothing happens while the gate is closed, in dry-run mode or without a DSN.
+/// server. When uploads are off but some are still queued (consent was just withdrawn, e.g. by
+/// `telemetry opt-out`), the same background pass discards them.
 pub fn start_background_upload(paths: &Paths, config: &Config) {
     let Ok(settings) = Settings::resolve(config) else { return };
-    if settings.mode != Mode::Send || !has_unfinished(paths) {
+    let files = UploadFiles::new(paths);
+    let wanted = match settings.mode {
+        Mode::Send => has_unfinished(paths),
+        // Consent withdrawn with uploads still queued: the background pass discards them.
+        Mode::Off(_) => files.outbox.exists() && load_outbox(paths).is_ok_and(|o| !o.pending().is_empty()),
+        Mode::DryRun => false,
+    };
+    if !wanted {
         return;
     }
-    let files = UploadFiles::new(paths);
     // A running uploader (serve) has it in hand.
     if matches!(try_lock(&files), Ok(None)) {
         return;

@@ -207,3 +207,25 @@ fn a_malformed_dsn_is_an_error_naming_its_source_and_doctor_checks_it() {
     let r = env.run(&["telemetry", "status"]).ok();
     assert!(r.stderr.contains("crash uploads off: consent gate closed"), "{}", r.stderr);
 }
+
+#[test]
+fn opting_out_discards_queued_uploads_in_the_background() {
+    let server = Server::start(|_, _| Answer::status(503));
+    let env = root(false, false, server.port);
+    let id = capture(&env, "queued then opted out");
+    write_config(&env, true, false, server.port);
+    env.run(&["crash", "upload", &id]).code(1);
+    assert_eq!(upload_state(&env, &id)["state"], "queued");
+    // Consent withdrawn in the file: the next command, whatever it is, hands the queue to a background
+    // pass, which discards it.
+    write_config(&env, false, false, server.port);
+    env.run(&["hooks", "list"]).ok();
+    crate::webhooks::wait_until("the queued upload discarded", || upload_state(&env, &id)["state"] == "discarded");
+    assert_eq!(server.requests().len(), 1);
+    // `telemetry opt-out` does the same.
+    let id = capture(&env, "queued then opted out, again");
+    write_config(&env, true, false, server.port);
+    env.run(&["crash", "upload", &id]).code(1);
+    env.run(&["telemetry", "opt-out"]).ok();
+    crate::webhooks::wait_until("the second upload discarded", || upload_state(&env, &id)["state"] == "discarded");
+}
