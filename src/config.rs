@@ -47,6 +47,8 @@ pub struct Consent {
 pub struct ObsSettings {
     pub logging: LoggingSettings,
     pub crash: CrashSettings,
+    pub crash_upload: CrashUploadSettings,
+    pub otlp: OtlpSettings,
     pub telemetry: TelemetrySettings,
     pub assets: AssetSettings,
     pub audit: AuditSettings,
@@ -170,6 +172,41 @@ pub struct WebhookSettings {
     pub max_in_memory: usize,
 }
 
+/// Crash uploads to a Sentry-compatible server (only while the crash-upload gate holds).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CrashUploadSettings {
+    /// The project's DSN; empty means `$SENTRY_DSN`, and without either nothing is sent.
+    pub dsn: String,
+    /// The event's `environment`.
+    pub environment: String,
+    /// The event's `release`; empty means `comfyvn-obs@<version>`.
+    pub release: String,
+    /// Share of dumps uploaded, from 0.0 to 1.0 (decided per dump, the same way every time).
+    pub sample_rate: f64,
+    /// Timeout of one upload request.
+    pub timeout_ms: u64,
+    /// Delay before retry 1, 2, …; the last entry repeats while the server is unavailable, and a
+    /// refused upload (a 4xx other than 408 and 429) is given up after the last.
+    pub retry_schedule_ms: Vec<u64>,
+    /// How often `serve` looks for new dumps and due retries.
+    pub interval_ms: u64,
+}
+
+/// OTLP/HTTP log export of the hook history (off while no endpoint is set).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OtlpSettings {
+    /// The collector's base URL (`/v1/logs` is appended); empty means the `OTEL_EXPORTER_OTLP_*`
+    /// variables, and without them export is off.
+    pub endpoint: String,
+    /// Records per request at most.
+    pub batch_size: usize,
+    /// A shorter batch is sent once its oldest record has waited this long.
+    pub batch_latency_ms: u64,
+    pub timeout_ms: u64,
+    /// Backoff after no answer, 429, 502, 503 or 504 (the last repeats; `Retry-After` is a lower bound).
+    pub retry_schedule_ms: Vec<u64>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProviderSettings {
     pub timeout_ms: u64,
@@ -286,6 +323,12 @@ fn validate_obs(origin: &str, obs: &ObsSettings) -> Result<()> {
     for pattern in &obs.assets.ignore {
         globset::Glob::new(pattern.trim_end_matches('/'))
             .map_err(|e| anyhow!("{origin}: obs.assets.ignore: bad glob {pattern:?}: {e}"))?;
+    }
+    if !(0.0..=1.0).contains(&obs.crash_upload.sample_rate) {
+        bail!(
+            "{origin}: obs.crash_upload.sample_rate: expected a number from 0.0 to 1.0, found {}",
+            obs.crash_upload.sample_rate
+        );
     }
     if obs.server.bind.parse::<std::net::SocketAddr>().is_err() {
         bail!("{origin}: obs.server.bind: expected host:port, found {:?}", obs.server.bind);

@@ -442,21 +442,21 @@ pub fn in_app_frames(traceback: &str) -> Vec<String> {
     }
 }
 
-fn is_python_library(file: &str) -> bool {
+pub(crate) fn is_python_library(file: &str) -> bool {
     file.contains("site-packages")
         || file.contains("dist-packages")
         || file.contains("/lib/python")
         || file.starts_with('<')
 }
 
-fn strip_symbol_hash(symbol: &str) -> &str {
+pub(crate) fn strip_symbol_hash(symbol: &str) -> &str {
     match symbol.rsplit_once("::h") {
         Some((head, hash)) if hash.len() == 16 && hash.chars().all(|c| c.is_ascii_hexdigit()) => head,
         _ => symbol,
     }
 }
 
-fn is_rust_in_app(symbol: &str) -> bool {
+pub(crate) fn is_rust_in_app(symbol: &str) -> bool {
     const RUNTIME: [&str; 16] = [
         "std::",
         "core::",

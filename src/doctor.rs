@@ -79,6 +79,7 @@ pub fn run(paths: &Paths, config: &anyhow::Result<Config>, opts: &Options) -> Re
     checks.push(check_inotify(paths, cfg));
     checks.push(check_disk(paths));
     checks.push(check_webhooks(paths));
+    checks.push(check_crash_upload(cfg, opts));
     let pass = checks.iter().all(|c| c.ok || !c.required);
     Report { checks, pass }
 }
@@ -269,6 +270,44 @@ fn check_http(opts: &Options) -> Check {
             format!("{url}: {}", reply.describe()),
             "start the server with `comfyvn-obs serve`, or check the address given to --base",
         ),
+    }
+}
+
+/// The crash-upload DSN is well formed; with `--base` (network probes asked for), its server answers.
+fn check_crash_upload(config: &Config, opts: &Options) -> Check {
+    let settings = match crate::crash_upload::Settings::resolve(config) {
+        Ok(s) => s,
+        Err(e) => {
+            return Check::fail(
+                "crash_upload",
+                format!("{e:#}"),
+                "copy the DSN from the project's settings on the server, or empty obs.crash_upload.dsn",
+            )
+        }
+    };
+    let Some(dsn) = &settings.dsn else {
+        return Check::skip("crash_upload", format!("no DSN set; crash uploads {}", settings.describe()));
+    };
+    let source = settings.dsn_source.unwrap_or("the DSN");
+    let detail = format!(
+        "{source} is well formed (server {}, project {}); crash uploads {}",
+        dsn.server(),
+        dsn.project_id(),
+        settings.describe()
+    );
+    if opts.base.is_none() {
+        return Check::pass("crash_upload", format!("{detail}; pass --base to probe the server too"));
+    }
+    // Any HTTP answer (a GET on the envelope endpoint is refused) shows the server is there.
+    let reply = crate::outbound::Client::new(opts.timeout, 1).get(&dsn.envelope_url(), 1024);
+    match reply.status {
+        Some(status) => Check::pass("crash_upload", format!("{detail}; the server answered ({status})")),
+        None => Check::fail(
+            "crash_upload",
+            format!("{detail}; {}: {}", dsn.server(), reply.describe()),
+            "start the server or fix the DSN's host; queued dumps are sent once it answers",
+        )
+        .optional(),
     }
 }
 

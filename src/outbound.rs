@@ -1,4 +1,4 @@
-//! Outbound HTTP requests (webhook deliveries, provider probes): the only module that imports `ureq`.
+//! Outbound HTTP requests (webhook deliveries, crash uploads, provider probes): the only module that imports `ureq`.
 //!
 //! It turns every answer, including "no answer", into a plain [`Reply`] value: non-2xx statuses are
 //! answers, not errors, and transport failures carry a short human error string. It never retries and
@@ -17,6 +17,8 @@ pub struct Reply {
     pub error: Option<String>,
     /// The raw `Retry-After` header value, when present.
     pub retry_after: Option<String>,
+    /// The raw `X-Sentry-Rate-Limits` header value, when present (Sentry-compatible servers).
+    pub rate_limits: Option<String>,
     /// The response body, up to the caller's limit (empty when not asked for).
     pub body: Vec<u8>,
     /// Wall time from sending to the end of the answer (or the failure).
@@ -82,6 +84,17 @@ impl Client {
         finish(started, req.send(body), 64 * 1024, false)
     }
 
+    /// POST `body` with `headers`, keeping up to `body_limit` bytes of the answer (for APIs that
+    /// answer with an id).
+    pub fn post_keep_body(&self, url: &str, headers: &[(&str, String)], body: &[u8], body_limit: u64) -> Reply {
+        let started = Instant::now();
+        let mut req = self.agent.post(url);
+        for (k, v) in headers {
+            req = req.header(*k, v.as_str());
+        }
+        finish(started, req.send(body), body_limit, true)
+    }
+
     /// GET `url`, keeping up to `body_limit` bytes of the answer.
     pub fn get(&self, url: &str, body_limit: u64) -> Reply {
         let started = Instant::now();
@@ -140,8 +153,10 @@ fn finish(
     match result {
         Ok(mut resp) => {
             let status = resp.status().as_u16();
-            let retry_after =
-                resp.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string());
+            let header =
+                |name: &str| resp.headers().get(name).and_then(|v| v.to_str().ok()).map(|s| s.trim().to_string());
+            let retry_after = header("retry-after");
+            let rate_limits = header("x-sentry-rate-limits");
             // Reading the body to its end returns the connection to the pool; a body over the limit
             // is cut (the status already says what we need).
             let body = resp.body_mut().with_config().limit(limit).read_to_vec().unwrap_or_default();
@@ -149,6 +164,7 @@ fn finish(
                 status: Some(status),
                 error: None,
                 retry_after,
+                rate_limits,
                 body: if keep_body { body } else { Vec::new() },
                 latency: started.elapsed(),
             }

@@ -113,6 +113,10 @@ impl Paths {
     pub fn webhooks_dir(&self) -> PathBuf {
         self.data_dir.join("webhooks")
     }
+    /// The crash uploader's outbox, upload log and dry-run envelopes.
+    pub fn crash_upload_dir(&self) -> PathBuf {
+        self.data_dir.join("crash-upload")
+    }
 }
 
 #[cfg(test)]

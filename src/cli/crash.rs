@@ -14,6 +14,28 @@ pub enum CrashCommand {
     Show(ShowArgs),
     /// Panic on purpose, so the crash hook can be checked from outside (exits 101).
     Simulate,
+    /// Upload crash dumps to the Sentry-compatible server of the DSN (only while the consent gate
+    /// holds and `dry_run` is false); exits 1 while any is still queued or was refused.
+    Upload(UploadArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct UploadArgs {
+    /// Dumps to upload (event id or file name); named dumps are sent again after a discard or refusal.
+    #[arg(value_name = "ID", required_unless_present = "all", conflicts_with = "all")]
+    pub ids: Vec<String>,
+    /// Every dump not uploaded yet.
+    #[arg(long)]
+    pub all: bool,
+    /// Print the exact envelope bytes on stdout instead; nothing is sent or written.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Give up on waiting for the server after this many seconds (what is left stays queued).
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub timeout: u64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod config;
 pub mod crash;
 pub mod doctor;
+pub mod export;
 pub mod hooks;
 pub mod providers;
 pub mod run;
@@ -83,6 +84,9 @@ pub enum Command {
     /// Webhook registrations, deliveries, replays and the delivery worker.
     #[command(subcommand)]
     Webhooks(webhooks::WebhooksCommand),
+    /// OTLP/HTTP export of the hook history to an OpenTelemetry collector: run, status.
+    #[command(subcommand)]
+    Export(export::ExportCommand),
     /// The compute/API provider registry: list, health, quota.
     #[command(subcommand)]
     Providers(providers::ProvidersCommand),

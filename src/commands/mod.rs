@@ -15,6 +15,7 @@ pub mod config;
 pub mod crash;
 pub mod diagnostics;
 pub mod doctor;
+pub mod export;
 pub mod hooks;
 pub mod progress;
 pub mod providers;
@@ -103,20 +104,37 @@ fn run(cli: Cli) -> Result<ExitCode> {
     crate::telemetry::record_crashes(&paths, &config);
     crate::log::init_for_command(&paths, &config, cli.global.verbose, cli.global.quiet)?;
     let ctx = Ctx { paths, config };
-    match cli.command {
-        Command::Config(cmd) => config::run(&ctx, cmd),
-        Command::Hooks(cmd) => hooks::run(&ctx, cmd),
+    // `serve` and `crash upload` send dumps themselves; after any other command (but the read-only
+    // `crash list`/`show`), dumps still waiting are handed to a background `crash upload`, so they go
+    // out without this command waiting.
+    use crate::cli::crash::CrashCommand as C;
+    let upload_after = !matches!(
+        &cli.command,
+        Command::Serve(_) | Command::Export(_) | Command::Crash(C::Upload(_) | C::List(_) | C::Show(_) | C::Simulate)
+    );
+    let code = dispatch(&ctx, cli.command);
+    if upload_after {
+        crate::crash_upload::start_background_upload(&ctx.paths, &ctx.config);
+    }
+    code
+}
+
+fn dispatch(ctx: &Ctx, command: Command) -> Result<ExitCode> {
+    match command {
+        Command::Config(cmd) => config::run(ctx, cmd),
+        Command::Hooks(cmd) => hooks::run(ctx, cmd),
         Command::Doctor(_) => unreachable!("handled before the config is loaded"),
-        Command::Crash(cmd) => crash::run(&ctx, cmd),
-        Command::Run(args) => run::run(&ctx, args),
-        Command::Telemetry(cmd) => telemetry::run(&ctx, cmd),
-        Command::Diagnostics(args) => diagnostics::run(&ctx, args),
-        Command::Serve(args) => serve::run(&ctx, args),
-        Command::Webhooks(cmd) => webhooks::run(&ctx, cmd),
-        Command::Providers(cmd) => providers::run(&ctx, cmd),
-        Command::Assets(cmd) => assets::run(&ctx, cmd),
-        Command::Audit(args) => audit::run(&ctx, args),
-        Command::Rebuild(args) => rebuild::run(&ctx, args),
-        Command::Watch(args) => watch::run(&ctx, args),
+        Command::Crash(cmd) => crash::run(ctx, cmd),
+        Command::Run(args) => run::run(ctx, args),
+        Command::Telemetry(cmd) => telemetry::run(ctx, cmd),
+        Command::Diagnostics(args) => diagnostics::run(ctx, args),
+        Command::Serve(args) => serve::run(ctx, args),
+        Command::Webhooks(cmd) => webhooks::run(ctx, cmd),
+        Command::Providers(cmd) => providers::run(ctx, cmd),
+        Command::Export(cmd) => export::run(ctx, cmd),
+        Command::Assets(cmd) => assets::run(ctx, cmd),
+        Command::Audit(args) => audit::run(ctx, args),
+        Command::Rebuild(args) => rebuild::run(ctx, args),
+        Command::Watch(args) => watch::run(ctx, args),
     }
 }

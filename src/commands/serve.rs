@@ -68,7 +68,7 @@ fn parse_bind(s: &str) -> Result<SocketAddr> {
 
 /// The background services that run beside the API in this process and stop with it.
 ///
-/// The webhook delivery worker, the dev plugin host (with `COMFYVN_DEV_MODE=1`) and the file watcher
+/// The webhook delivery worker, the crash uploader, the dev plugin host (with `COMFYVN_DEV_MODE=1`) and the file watcher
 /// (unless `--no-watch`): each runs on its own thread, polls `stop`, and is joined by
 /// [`Services::stop`] before the server shuts down. All of them follow the hook history file, so they
 /// see events from every process, not only this one.
@@ -160,6 +160,16 @@ impl Services {
         let (paths, config) = (ctx.paths.clone(), ctx.config.clone());
         services.add("webhook worker", move |stop| {
             crate::hooks::delivery::spawn_worker(paths.clone(), config.clone(), stop).map(|t| Some(Running::Thread(t)))
+        })?;
+        // The crash uploader reads consent again on every pass, so it runs whatever the gate says now.
+        let paths = ctx.paths.clone();
+        services.add("crash uploader", move |stop| {
+            crate::crash_upload::spawn_service(paths.clone(), stop).map(|t| Some(Running::Thread(t)))
+        })?;
+        // The OTLP exporter, when an endpoint is set.
+        let (paths, config) = (ctx.paths.clone(), ctx.config.clone());
+        services.add("otlp exporter", move |stop| {
+            crate::otlp::spawn_service(paths.clone(), config.clone(), stop).map(|t| t.map(Running::Thread))
         })?;
         // A plugin host already running for this root (e.g. `hooks plugins --run`) is not a reason to
         // refuse to serve: say so and go on without a second one.

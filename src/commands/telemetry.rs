@@ -13,7 +13,13 @@ use crate::telemetry::{OptIn, Telemetry};
 pub fn run(ctx: &Ctx, cmd: TelemetryCommand) -> Result<ExitCode> {
     let mut t = Telemetry::new(&ctx.paths, &ctx.config);
     match cmd {
-        TelemetryCommand::Status => output::json(&t.health()?)?,
+        TelemetryCommand::Status => {
+            output::json(&t.health()?)?;
+            match crate::crash_upload::Settings::resolve(&ctx.config) {
+                Ok(s) => eprintln!("crash uploads {}", s.describe()),
+                Err(e) => eprintln!("crash uploads off: {e:#}"),
+            }
+        }
         TelemetryCommand::OptIn(args) => opt_in(&mut t, args)?,
         TelemetryCommand::OptOut => {
             output::json(&t.opt_out()?)?;

@@ -356,14 +356,14 @@ impl Outbox {
     }
 
     /// Worth compacting: acks exist and either nothing is pending or the file is big and mostly acks.
-    fn wants_compaction(&self) -> bool {
+    pub fn wants_compaction(&self) -> bool {
         self.acked > 0
             && (self.pending.is_empty() || (self.bytes > COMPACT_BYTES && self.acked > self.pending.len() as u64))
     }
 
     /// Rewrite the file with only the pending deliveries (atomically). The caller must have written a
     /// checkpoint covering every acked event first.
-    fn compact(&mut self) -> Result<()> {
+    pub fn compact(&mut self) -> Result<()> {
         let mut text = serde_json::to_string(&Record::Header { schema: SCHEMA })?;
         text.push('\n');
         for p in self.pending() {
@@ -1670,6 +1670,7 @@ mod tests {
             status,
             error: status.is_none().then(|| "connection refused".to_string()),
             retry_after: None,
+            rate_limits: None,
             body: Vec::new(),
             latency: Duration::ZERO,
         };

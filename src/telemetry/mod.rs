@@ -4,8 +4,9 @@
 //!
 //! Owns `logs/telemetry/` (through [`store`]), `config/telemetry/anonymizer.json` (through
 //! [`anonymise`]) and `logs/diagnostics/` (through [`bundle`]). Consent lives in `config/comfyvn.json`
-//! and is changed only through `config::update_file`. Nothing here sends anything off the machine:
-//! `dry_run` is reported, and means "record locally, never send" once an uploader exists.
+//! and is changed only through `config::update_file`. Nothing here sends anything off the machine; the
+//! crash uploader (`crash_upload`) reads the crash-upload gate computed here, and `dry_run` means
+//! "write the envelope locally, never send".
 
 pub mod anonymise;
 pub mod bundle;
