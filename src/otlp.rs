@@ -502,7 +502,8 @@ pub fn run(paths: &Paths, config: &Config, stop: &AtomicBool, once: bool) -> Res
         }
         // Read only while the buffer is short, so memory holds about two batches.
         if buffer.len() < settings.batch_size * 2 {
-            let fresh = follower.poll()?;
+            // Bounded: after a long outage the backlog stays in the history, not in memory.
+            let fresh = follower.poll_at_most(settings.batch_size * 2 - buffer.len())?;
             if !fresh.is_empty() && oldest_at.is_none() {
                 oldest_at = Some(Instant::now());
             }
