@@ -440,8 +440,10 @@ def check_token_flow(ctx):
         wait(d, lambda d: json.load(open(os.path.join(root.dir, "config", "comfyvn.json")))["telemetry"].get("diagnostics_opt_in") is True,
              what="the change made with the token")
         # Asked once: a second change goes through without the dialog.
+        before = json.load(open(os.path.join(root.dir, "config", "comfyvn.json")))["telemetry"].get("dry_run")
         d.find_element(By.ID, "consent-dry_run").click()
-        time.sleep(0.5)
+        wait(d, lambda d: json.load(open(os.path.join(root.dir, "config", "comfyvn.json")))["telemetry"].get("dry_run") != before,
+             what="the second change, made without asking")
         assert not d.find_element(By.ID, "token-dialog").is_displayed(), "asked for the token twice"
         # Reads work without the token; the token never appears in a URL the server saw.
         d.execute_script(f"localStorage.removeItem('comfyvn-obs.token')")
