@@ -200,7 +200,7 @@ pub fn run(ctx: &Ctx, args: AuditArgs) -> Result<ExitCode> {
     // The report is printed even when `latest.json` cannot be written; that failure then makes the
     // exit code 2, after the report.
     let saved = if dry_run { Ok(()) } else { save_latest(ctx, &scan, &mut report) };
-    output::print(&format::render(&report, settings.format))?;
+    print_report(&report, settings.format)?;
     if let Err(e) = saved {
         std::mem::forget(scan);
         std::mem::forget(cache);
@@ -268,7 +268,7 @@ fn merge(args: &MergeArgs) -> Result<ExitCode> {
     let exit_override = compare(&mut report, args.write_baseline.as_deref(), baseline.as_ref(), &|p| {
         report_covers(scope.as_deref(), p)
     })?;
-    output::print(&format::render(&report, format_of(args.format)))?;
+    print_report(&report, format_of(args.format))?;
     Ok(exit_override.unwrap_or_else(|| report.exit_code()))
 }
 
@@ -370,6 +370,14 @@ fn save_cache(cache: &mut StatCache, cache_path: &Path, scan: &Scan) {
         if let Err(e) = cache.save(cache_path) {
             tracing::warn!(error = %format!("{e:#}"), "cannot write the audit cache");
         }
+    }
+}
+
+/// The report on stdout; text, the default and the largest for many findings, is streamed.
+fn print_report(report: &Report, f: format::Format) -> Result<()> {
+    match f {
+        format::Format::Text => output::print_with(|w| format::text::write(report, w)),
+        other => output::print(&format::render(report, other)),
     }
 }
 
