@@ -141,6 +141,11 @@ pub fn make_private(path: &Path) -> Result<bool> {
 /// `chmod 600` a person gave a config file survives the tool's edits. [`write_json_private`]
 /// passes `PRIVATE`, which is applied whatever was there.
 fn write_atomic_inner(path: &Path, bytes: &[u8], sync: bool, mode: u32) -> Result<()> {
+    write_atomic_with(path, |f| f.write_all(bytes), sync, mode)
+}
+
+/// [`write_atomic_inner`] with the content written by `body` into the temp file.
+fn write_atomic_with(path: &Path, body: impl FnOnce(&mut File) -> io::Result<()>, sync: bool, mode: u32) -> Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     ensure_parent(path)?;
     let tmp = temp_path(path);
@@ -153,7 +158,7 @@ fn write_atomic_inner(path: &Path, bytes: &[u8], sync: bool, mode: u32) -> Resul
         if let Some(bits) = keep {
             f.set_permissions(std::fs::Permissions::from_mode(bits))?;
         }
-        f.write_all(bytes)?;
+        body(&mut f)?;
         if sync {
             f.sync_all()?;
         }
@@ -179,6 +184,23 @@ fn write_atomic_inner(path: &Path, bytes: &[u8], sync: bool, mode: u32) -> Resul
 /// Serialize `value` as pretty JSON (trailing newline) and write it atomically.
 pub fn write_json_atomic<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
     write_atomic(path, &to_pretty_json(value)?)
+}
+
+/// As [`write_atomic_nosync`] of [`to_pretty_json`]'s bytes, serialised straight into the temp file:
+/// for large derived documents (the audit's `latest.json` is 66 MB at 300,000 findings), whose
+/// bytes would otherwise sit in memory whole beside the value they were made from.
+pub fn write_json_streamed_nosync<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
+    write_atomic_with(
+        path,
+        |f| {
+            let mut w = io::BufWriter::with_capacity(1 << 16, f);
+            serde_json::to_writer_pretty(&mut w, value)?;
+            w.write_all(b"\n")?;
+            w.flush()
+        },
+        false,
+        0o666,
+    )
 }
 
 /// Pretty JSON bytes with a trailing newline, the on-disk form of every JSON document.
@@ -593,6 +615,18 @@ impl Drop for TempFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streamed_json_is_the_pretty_json_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub").join("r.json");
+        let v = serde_json::json!({"b": [1, {"c": "é\n"}], "a": null, "big": "x".repeat(100_000)});
+        write_atomic(&p, b"old").unwrap();
+        write_json_streamed_nosync(&p, &v).unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), to_pretty_json(&v).unwrap());
+        let names: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, ["r.json"], "no temp file left behind");
+    }
 
     #[test]
     fn edit_locks_exclude_each_other_and_follow_replacements() {

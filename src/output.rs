@@ -30,6 +30,13 @@ pub fn print(text: &str) -> anyhow::Result<()> {
     out.write_all(text.as_bytes()).and_then(|_| out.flush()).map_err(map)
 }
 
+/// Stream to stdout through a buffer: for output too large to build as one string first (an audit
+/// report of 300,000 findings is tens of MB).
+pub fn print_with(write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> anyhow::Result<()> {
+    let mut out = io::BufWriter::with_capacity(1 << 16, io::stdout().lock());
+    write(&mut out).and_then(|_| out.flush()).map_err(map)
+}
+
 /// Write one line to stdout.
 pub fn println(line: &str) -> anyhow::Result<()> {
     let mut out = io::stdout().lock();

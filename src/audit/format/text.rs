@@ -1,28 +1,33 @@
 //! `--format text` (default): one line per finding, `PATH: SEVERITY[RULE]: MESSAGE`, then the
 //! baseline entries that are resolved, the changes, notes on skipped entries, and the verdict.
 
+use std::io::{self, Write};
+
 use crate::audit::report::{ChangeStatus, Mode};
 use crate::audit::Report;
 
 pub fn render(r: &Report) -> String {
-    let mut out = String::new();
+    let mut out = Vec::new();
+    write(r, &mut out).expect("writing to a Vec cannot fail");
+    // Only `str`s were written, so this is valid UTF-8 and nothing is copied.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
+/// [`render`] into a writer line by line: `audit` streams it to stdout, as the whole text of
+/// 300,000 findings would be tens of MB held at once.
+pub fn write(r: &Report, out: &mut dyn Write) -> io::Result<()> {
     for f in &r.findings {
         let fix = if f.fixable && r.mode == Mode::Check { " (fixable with --fix)" } else { "" };
-        out.push_str(&format!(
-            "{}: {}[{}]: {}{fix}\n",
-            r.display_path(&f.path),
-            f.severity.as_str(),
-            f.rule,
-            f.message
-        ));
+        writeln!(out, "{}: {}[{}]: {}{fix}", r.display_path(&f.path), f.severity.as_str(), f.rule, f.message)?;
     }
     if let Some(b) = &r.baseline {
         for e in &b.resolved {
-            out.push_str(&format!(
-                "{}: resolved[{}]: fixed; can be removed from the baseline\n",
+            writeln!(
+                out,
+                "{}: resolved[{}]: fixed; can be removed from the baseline",
                 r.display_path(&e.path),
                 e.rule
-            ));
+            )?;
         }
     }
     for c in &r.changes {
@@ -38,16 +43,13 @@ pub fn render(r: &Report) -> String {
         if let Some(e) = &c.error {
             line.push_str(&format!(": {e}"));
         }
-        out.push_str(&line);
-        out.push('\n');
+        writeln!(out, "{line}")?;
     }
     for s in &r.skipped {
-        out.push_str(&format!("note: skipped {}: {}\n", r.display_path(&s.path), s.reason));
+        writeln!(out, "note: skipped {}: {}", r.display_path(&s.path), s.reason)?;
     }
     if r.mode == Mode::DryRun {
-        out.push_str(&format!("dry run: {} sidecar(s) would be written; nothing was changed\n", r.changes.len()));
+        writeln!(out, "dry run: {} sidecar(s) would be written; nothing was changed", r.changes.len())?;
     }
-    out.push_str(&super::summary_line(r));
-    out.push('\n');
-    out
+    writeln!(out, "{}", super::summary_line(r))
 }

@@ -63,6 +63,7 @@ impl Assets {
             Index::default()
         };
         tracing::debug!(assets = index.len(), "asset index built");
+        index.prepare_search(); // before the trim, and so the first `?q=` request does not pay for it
         crate::memory::release_free(); // the build's read buffers and parse trees
 
         Ok(Assets {
