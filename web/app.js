@@ -419,10 +419,14 @@ views.hooks = {
 // ---------------------------------------------------------------- crashes
 
 let openCrash = null;
+let crashesShown = null; // what the table shows, so an unchanged refresh leaves it (and the focus) alone
 
 async function loadCrashes() {
   try {
     const g = await api("/api/crashes/groups");
+    const key = JSON.stringify([g, openCrash]);
+    if (key === crashesShown) return;
+    crashesShown = key;
     $("#crashes-total").textContent = `${g.total} dumps in ${g.groups.length} groups` +
       (g.skipped.length ? ` · ${g.skipped.length} unreadable files skipped` : "");
     const rows = g.groups.map((grp) => el("tr", { class: openCrash === grp.latest_event_id ? "selected" : null },

@@ -386,9 +386,13 @@ def check_crash_appears_with_traceback(ctx):
     d, root = ctx["driver"], ctx["root"]
     root.cli("crash", "simulate", check=False)
     goto(d, "crashes")
-    link = wait(d, lambda d: [b for b in d.find_elements(By.CSS_SELECTOR, "#crashes-table button") if "simulated crash" in b.text],
-                what="the crash group")[0]
-    link.click()
+    def open_group(d):
+        links = [b for b in d.find_elements(By.CSS_SELECTOR, "#crashes-table button") if "simulated crash" in b.text]
+        if links:
+            links[0].click()  # the table may be redrawn as the crash arrives: stale links are retried
+        return links
+
+    wait(d, open_group, what="the crash group")
     tb = wait(d, lambda d: d.find_elements(By.CSS_SELECTOR, "#crash-detail pre.traceback"), what="traceback")[0]
     assert "simulate" in tb.text, f"traceback: {tb.text[:200]!r}"
     t = d.find_element(By.CSS_SELECTOR, "#crash-detail time")
