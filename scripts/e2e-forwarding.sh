@@ -9,7 +9,7 @@
 # afterwards, each once), `kill -9` of an upload mid-way, consent withdrawn while dumps are queued.
 # Then the `rotel` collector from its PyPI wheel receives `export run`'s OTLP/HTTP protobuf records;
 # its debug log shows the records (hook events and crash dumps), attributes and resource attributes. Fault cases: the collector down
-# while 1,000 events are emitted (all arrive, each once), `kill -9` of the exporter mid-way.
+# while 1,000 events are emitted (all arrive, each once), `kill -9` of the exporter mid-way; gzip bodies.
 #
 # Usage: scripts/e2e-forwarding.sh            (builds target/debug/comfyvn-obs if needed)
 # Env:   COMFYVN_BIN      the binary to test
@@ -326,6 +326,14 @@ expected="$(history_seqs | sort -n | uniq)"
 check "every record arrived after kill -9" test "$(seqs_received | sort -n | uniq)" == "$expected"
 dups=$(( $(seqs_received | wc -l) - $(seqs_received | sort -n | uniq | wc -l) ))
 check "at most one batch ($dups records) arrived twice" test "$dups" -le 512
+
+# gzip-compressed request bodies (OTEL_EXPORTER_OTLP_COMPRESSION=gzip), as the collector decodes them.
+emit_many 1601 1650
+check "export run --once with gzip bodies" env OTEL_EXPORTER_OTLP_COMPRESSION=gzip COMFYVN_RUNTIME_ROOT="$root" "$bin" export run --once
+sleep 1
+expected="$(history_seqs | sort -n | uniq)"
+check "the collector decoded every gzip-compressed record" test "$(seqs_received | sort -n | uniq)" == "$expected"
+check "data fields of gzip-compressed records arrive as attributes" grep -q -- '-> data.scene_id: Str(s1650)' "$rotel_log"
 stop_rotel
 
 echo "e2e-forwarding: $passed passed, $failed failed"

@@ -205,6 +205,10 @@ pub struct OtlpSettings {
     pub timeout_ms: u64,
     /// Backoff after no answer, 429, 502, 503 or 504 (the last repeats; `Retry-After` is a lower bound).
     pub retry_schedule_ms: Vec<u64>,
+    /// Request-body compression: `gzip` or `none`; empty means `OTEL_EXPORTER_OTLP_LOGS_COMPRESSION`,
+    /// then `OTEL_EXPORTER_OTLP_COMPRESSION`, then none.
+    #[serde(default)]
+    pub compression: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -32,8 +32,7 @@ use serde_json::{json, Value};
 
 use crate::config::Config;
 use crate::crash::DumpEntry;
-use crate::hooks::delivery::{next_delay, parse_retry_after, receiver_unavailable, Outbox, Outcome, Pending};
-use crate::outbound::Client;
+use crate::outbound::{next_delay, Client, Outbox, Outcome, Pending, Reply, Request, Sink, Verdict};
 use crate::paths::Paths;
 use crate::sentry::{self, Dsn, EnvelopeOptions};
 
@@ -492,8 +491,7 @@ fn send_due(
 ) -> Result<()> {
     let Some(dsn) = &settings.dsn else { return Ok(()) };
     let client = Client::new(settings.timeout, 1);
-    let url = dsn.envelope_url();
-    let headers = [("Content-Type", "application/x-sentry-envelope".to_string()), ("X-Sentry-Auth", dsn.auth_header())];
+    let sink = SentrySink::new(dsn);
     let pending: Vec<Pending> = outbox.pending().into_iter().cloned().collect();
     let mut blocked: Option<(i64, String)> = None;
     for p in pending {
@@ -528,9 +526,11 @@ fn send_due(
                 return Ok(());
             }
         }
-        let reply = client.post_keep_body(&url, &headers, p.body.as_bytes(), 64 * 1024);
+        let crate::outbound::Attempt { reply, verdict } =
+            crate::outbound::send(&client, &sink, &p.webhook_id, p.body.as_bytes());
         let attempts = p.attempts + 1;
-        if reply.is_success() {
+        let why = reply.describe();
+        if verdict == Verdict::Accepted {
             let server_id = sentry::server_event_id(&reply.body);
             let mut line = StateLine::new(&p.event, "uploaded", &p.webhook_id);
             line.server_event_id = server_id.clone();
@@ -542,9 +542,7 @@ fn send_due(
             report.uploaded.push((p.event.clone(), server_id));
             continue;
         }
-        let retry_after = reply.retry_after.as_deref().and_then(|v| parse_retry_after(v, chrono::Utc::now()));
-        let why = reply.describe();
-        if let Some(wait) = sentry::rate_limit_delay(reply.rate_limits.as_deref(), retry_after, reply.status) {
+        if let Verdict::Paused(wait) = verdict {
             // Rate limited: not the dump's fault, so its attempt count stays.
             let until = now_ms() + wait.as_millis() as i64;
             outbox.retry(&p.id, p.attempts, until, true)?;
@@ -554,7 +552,7 @@ fn send_due(
             blocked = Some((until, why));
             continue;
         }
-        if receiver_unavailable(&reply) {
+        if let Verdict::Unavailable { retry_after } = verdict {
             let delay = next_delay(&settings.retry_schedule, attempts, retry_after, true).unwrap_or(settings.interval);
             let until = now_ms() + delay.as_millis() as i64;
             outbox.retry(&p.id, attempts, until, true)?;
@@ -564,6 +562,10 @@ fn send_due(
             continue;
         }
         // Refused (400, 401, 403, 413 …): retried on the schedule, then given up.
+        let retry_after = match verdict {
+            Verdict::Refused { retry_after } => retry_after,
+            _ => None,
+        };
         match next_delay(&settings.retry_schedule, attempts, retry_after, false) {
             Some(delay) => {
                 outbox.retry(&p.id, attempts, now_ms() + delay.as_millis() as i64, false)?;
@@ -582,6 +584,51 @@ fn send_due(
         }
     }
     outbox.sync()
+}
+
+/// The Sentry sink of the outbound pipeline: an envelope POSTed to the DSN's envelope endpoint with
+/// `X-Sentry-Auth`; a rate limit (`X-Sentry-Rate-Limits`, or a bare 429) pauses the sink instead of
+/// counting against the dump.
+#[derive(Debug)]
+pub struct SentrySink {
+    url: String,
+    auth: String,
+}
+
+impl SentrySink {
+    pub fn new(dsn: &Dsn) -> SentrySink {
+        SentrySink { url: dsn.envelope_url(), auth: dsn.auth_header() }
+    }
+}
+
+impl Sink for SentrySink {
+    fn request<'a>(&'a self, _message_id: &str, body: &'a [u8]) -> Request<'a> {
+        Request {
+            url: &self.url,
+            headers: vec![
+                ("Content-Type", "application/x-sentry-envelope".to_string()),
+                ("X-Sentry-Auth", self.auth.clone()),
+            ],
+            body: std::borrow::Cow::Borrowed(body),
+        }
+    }
+
+    fn judge(&self, reply: &Reply) -> Verdict {
+        let common = Verdict::of(reply);
+        if common == Verdict::Accepted {
+            return common;
+        }
+        let retry_after = crate::outbound::retry::retry_after_of(reply);
+        match sentry::rate_limit_delay(reply.rate_limits.as_deref(), retry_after, reply.status) {
+            Some(wait) => Verdict::Paused(wait),
+            None => common,
+        }
+    }
+
+    /// The answer's `{"id": …}` is the server's event id.
+    fn answer_limit(&self) -> u64 {
+        64 * 1024
+    }
 }
 
 impl StateLine {
@@ -728,6 +775,28 @@ mod tests {
 
     const OPEN: &str = r#"{"features": {"enable_observability": true, "enable_crash_uploader": true},
         "telemetry": {"telemetry_opt_in": true, "crash_opt_in": true, "dry_run": false}}"#;
+
+    #[test]
+    fn the_sentry_sink_pauses_on_rate_limits_and_authenticates_every_request() {
+        let dsn = Dsn::parse("http://public@127.0.0.1:9/42").unwrap();
+        let sink = SentrySink::new(&dsn);
+        let reply = |status: u16, rate_limits: Option<&str>, retry_after: Option<&str>| Reply {
+            status: Some(status),
+            rate_limits: rate_limits.map(str::to_string),
+            retry_after: retry_after.map(str::to_string),
+            ..Reply::default()
+        };
+        assert_eq!(sink.judge(&reply(200, Some("60:error:key"), None)), Verdict::Accepted);
+        assert_eq!(sink.judge(&reply(429, Some("30:error:key"), None)), Verdict::Paused(Duration::from_secs(30)));
+        assert_eq!(sink.judge(&reply(429, None, Some("5"))), Verdict::Paused(Duration::from_secs(5)));
+        assert_eq!(sink.judge(&reply(429, None, None)), Verdict::Paused(Duration::from_secs(60)));
+        assert!(matches!(sink.judge(&reply(503, None, None)), Verdict::Unavailable { .. }));
+        assert!(matches!(sink.judge(&reply(400, None, None)), Verdict::Refused { .. }));
+        let req = sink.request("ignored", b"{}");
+        assert_eq!(req.url, dsn.envelope_url());
+        assert!(req.headers.iter().any(|(k, v)| *k == "X-Sentry-Auth" && v.contains("sentry_key=public")), "{req:?}");
+        assert_eq!(sink.answer_limit(), 64 * 1024, "the answer carries the server's event id");
+    }
 
     #[test]
     fn every_part_of_the_gate_and_dry_run_and_the_dsn_decide_the_mode() {

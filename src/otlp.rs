@@ -44,7 +44,7 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::hooks::{Bus, Envelope};
-use crate::outbound::Client;
+use crate::outbound::{next_delay, Client, Compression, Reply, Request, Sink, Verdict};
 use crate::paths::Paths;
 
 /// Version of `checkpoint.json` and `status.json`.
@@ -65,6 +65,7 @@ pub struct Settings {
     pub batch_latency: Duration,
     pub timeout: Duration,
     pub retry_schedule: Vec<u64>,
+    pub compression: Compression,
 }
 
 impl Settings {
@@ -104,8 +105,18 @@ impl Settings {
         if let Some(name) = env("OTEL_SERVICE_NAME") {
             set("service.name", name);
         }
+        let compression = if !c.compression.trim().is_empty() {
+            Compression::parse(&c.compression).context("obs.otlp.compression")?
+        } else if let Some(v) = env("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION") {
+            Compression::parse(&v).context("OTEL_EXPORTER_OTLP_LOGS_COMPRESSION")?
+        } else if let Some(v) = env("OTEL_EXPORTER_OTLP_COMPRESSION") {
+            Compression::parse(&v).context("OTEL_EXPORTER_OTLP_COMPRESSION")?
+        } else {
+            Compression::None
+        };
         Ok(Settings {
             endpoint,
+            compression,
             headers,
             resource,
             batch_size: c.batch_size.max(1),
@@ -380,7 +391,7 @@ pub struct Status {
 
 /// The last `seq` the collector accepted (0 when none yet).
 pub fn read_checkpoint(files: &ExportFiles) -> Result<u64> {
-    Ok(crate::fs::read_json_opt(&files.checkpoint)?.and_then(|v| v.get("seq").and_then(Value::as_u64)).unwrap_or(0))
+    Ok(crate::outbound::checkpoint::read(&files.checkpoint)?.unwrap_or(0))
 }
 
 pub fn read_status(files: &ExportFiles) -> Result<Option<Status>> {
@@ -393,6 +404,114 @@ pub enum RunEnd {
     Stopped,
     /// `once`: everything in the history was accepted.
     CaughtUp,
+}
+
+/// The OTLP sink of the outbound pipeline: protobuf `ExportLogsServiceRequest` bodies POSTed to the
+/// logs endpoint with the configured headers, gzip-compressed when asked. Per the OTLP/HTTP
+/// specification only no answer, 429, 502, 503 and 504 are retried; any other refusal drops the batch.
+#[derive(Debug)]
+pub struct OtlpSink {
+    url: String,
+    /// `OTEL_EXPORTER_OTLP_HEADERS`.
+    headers: Vec<(String, String)>,
+    compression: Compression,
+}
+
+impl OtlpSink {
+    pub fn new(url: &str, settings: &Settings) -> OtlpSink {
+        OtlpSink { url: url.to_string(), headers: settings.headers.clone(), compression: settings.compression }
+    }
+}
+
+impl Sink for OtlpSink {
+    fn request<'a>(&'a self, _message_id: &str, body: &'a [u8]) -> Request<'a> {
+        let (body, encoding) = self.compression.apply(body);
+        let mut headers: Vec<(&'a str, String)> = vec![("Content-Type", "application/x-protobuf".to_string())];
+        headers.extend(self.headers.iter().map(|(k, v)| (k.as_str(), v.clone())));
+        headers.extend(encoding);
+        Request { url: &self.url, headers, body }
+    }
+
+    fn judge(&self, reply: &Reply) -> Verdict {
+        match Verdict::of(reply) {
+            Verdict::Unavailable { retry_after } if matches!(reply.status, None | Some(429 | 502 | 503 | 504)) => {
+                Verdict::Unavailable { retry_after }
+            }
+            Verdict::Unavailable { retry_after } => Verdict::Refused { retry_after },
+            other => other,
+        }
+    }
+}
+
+/// What became of one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sent {
+    /// The collector accepted it: move that stream's position past it.
+    Accepted,
+    /// The collector refused it for good: counted, logged, and the position moves past it too.
+    Dropped,
+    /// The collector is down or asked to wait: the position stays, and every stream waits.
+    Held,
+}
+
+/// The exporter's sending half: one sink, one hold-back for all three streams (hook events, crash
+/// dumps, `run.log` records), so a collector that is down is probed on the backoff schedule, not
+/// once per stream.
+struct Sender {
+    sink: OtlpSink,
+    client: Client,
+    schedule: Vec<u64>,
+    attempts: u32,
+    held_until: Option<Instant>,
+}
+
+impl Sender {
+    /// Whether the collector is being waited for.
+    fn held(&self) -> bool {
+        self.held_until.is_some_and(|t| Instant::now() < t)
+    }
+
+    fn post(&mut self, body: &[u8], records: usize, stream: &str, status: &mut Status) -> Sent {
+        let attempt = crate::outbound::send(&self.client, &self.sink, "", body);
+        let verdict = attempt.verdict;
+        if verdict == Verdict::Accepted {
+            self.attempts = 0;
+            self.held_until = None;
+            status.exported += records as u64;
+            status.batches += u64::from(records > 0);
+            status.last_success_at = Some(crate::time::iso_now());
+            return Sent::Accepted;
+        }
+        let why = attempt.reply.describe();
+        status.last_error = Some(why.clone());
+        status.last_error_at = Some(crate::time::iso_now());
+        let floor = match verdict {
+            Verdict::Refused { .. } => {
+                tracing::error!(error = %why, records, stream, "the collector refused a batch of log records; dropped");
+                status.dropped += records as u64;
+                return Sent::Dropped;
+            }
+            Verdict::Unavailable { retry_after } => retry_after,
+            Verdict::Paused(wait) => Some(wait),
+            Verdict::Accepted => unreachable!("handled above"),
+        };
+        self.attempts += 1;
+        status.retries += 1;
+        let delay = next_delay(&self.schedule, self.attempts, floor, true).unwrap_or(Duration::from_secs(1));
+        tracing::warn!(
+            error = %why,
+            attempts = self.attempts,
+            delay_ms = delay.as_millis() as u64,
+            stream,
+            "OTLP export failed; retrying"
+        );
+        self.held_until = Some(Instant::now() + delay);
+        Sent::Held
+    }
+}
+
+fn write_hook_checkpoint(files: &ExportFiles, seq: u64) -> Result<()> {
+    crate::outbound::checkpoint::write(&files.checkpoint, seq)
 }
 
 /// Follow the history and export until `stop` (or, with `once`, until caught up).
@@ -424,13 +543,16 @@ pub fn run(paths: &Paths, config: &Config, stop: &AtomicBool, once: bool) -> Res
     status.schema = SCHEMA;
     status.endpoint = Some(url.clone());
     status.seq = seq;
-    let client = Client::new(settings.timeout, 1);
-    let mut headers: Vec<(&str, String)> = vec![("Content-Type", "application/x-protobuf".to_string())];
-    headers.extend(settings.headers.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    let mut sender = Sender {
+        sink: OtlpSink::new(&url, &settings),
+        client: Client::new(settings.timeout, 1),
+        schedule: settings.retry_schedule.clone(),
+        attempts: 0,
+        held_until: None,
+    };
     let mut follower = bus.history.follow(seq)?;
     let mut buffer: std::collections::VecDeque<Envelope> = std::collections::VecDeque::new();
     let mut oldest_at: Option<Instant> = None;
-    let mut attempts = 0u32;
     let mut last_status_write = Instant::now() - Duration::from_secs(10);
     let mut crashes_done: std::collections::HashSet<String> =
         crate::fs::read_string(&files.crashes).unwrap_or_default().lines().map(str::to_string).collect();
@@ -442,6 +564,15 @@ pub fn run(paths: &Paths, config: &Config, stop: &AtomicBool, once: bool) -> Res
         if stop.load(Ordering::Relaxed) {
             write_status(&files, &mut status)?;
             return Ok(RunEnd::Stopped);
+        }
+        if sender.held() {
+            // The collector is down: wait out the backoff (the backlog stays on disk, not in memory).
+            if last_status_write.elapsed() >= Duration::from_secs(1) {
+                write_status(&files, &mut status)?;
+                last_status_write = Instant::now();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+            continue;
         }
         // Crash dumps not exported yet, once a second (first, so `--once` covers them too).
         if crashes_checked.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
@@ -457,45 +588,39 @@ pub fn run(paths: &Paths, config: &Config, stop: &AtomicBool, once: bool) -> Res
                     "comfyvn-obs.crash",
                     &settings.resource,
                 );
-                let reply = client.post(&url, &headers, &body);
-                if reply.is_success() {
+                if sender.post(&body, dumps.len(), "crash dumps", &mut status) != Sent::Held {
                     let mut f = crate::fs::open_append(&files.crashes)?;
                     let ids: Vec<&str> = dumps.iter().map(|d| d.event_id()).collect();
                     crate::fs::write_line_whole(&mut f, &files.crashes, &ids.join("\n"))?;
                     crashes_done.extend(ids.iter().map(|s| s.to_string()));
-                    status.exported += dumps.len() as u64;
-                    status.batches += 1;
                     // Look again at once: more dumps, or the run logs, may be waiting.
                     crashes_checked = None;
-                } else {
-                    // Tried again on the next check; the hook batches follow their own backoff.
-                    status.last_error = Some(reply.describe());
-                    status.last_error_at = Some(crate::time::iso_now());
                 }
                 continue;
             }
             // Structured records of `run.log` files, from where the collector stopped accepting.
             if let Some((run, start, end, records)) = next_run_log_batch(paths, &offsets, settings.batch_size)? {
-                let n = records.len() as u64;
+                let n = records.len();
                 // Lines with nothing to send (only this module's own) just move the offset.
-                let reply = if records.is_empty() {
-                    crate::outbound::Reply { status: Some(204), ..Default::default() }
+                let sent = if records.is_empty() {
+                    Sent::Accepted
                 } else {
-                    client.post(&url, &headers, &encode_records(records, "comfyvn-obs.log", &settings.resource))
+                    sender.post(
+                        &encode_records(records, "comfyvn-obs.log", &settings.resource),
+                        n,
+                        "run.log",
+                        &mut status,
+                    )
                 };
-                if reply.is_success() {
+                if sent != Sent::Held {
                     offsets.insert(run, Value::from(end));
                     crate::fs::write_json_atomic(
                         &files.run_logs,
                         &serde_json::json!({"schema": SCHEMA, "offsets": offsets}),
                     )?;
-                    status.exported += n;
-                    status.batches += u64::from(n > 0);
                     crashes_checked = None;
                 } else {
                     tracing::debug!(run = %run, from = start, "run.log batch not accepted; tried again later");
-                    status.last_error = Some(reply.describe());
-                    status.last_error_at = Some(crate::time::iso_now());
                 }
                 continue;
             }
@@ -525,54 +650,22 @@ pub fn run(paths: &Paths, config: &Config, stop: &AtomicBool, once: bool) -> Res
         }
         let n = buffer.len().min(settings.batch_size);
         let batch: Vec<Envelope> = buffer.iter().take(n).cloned().collect();
-        let body = encode(&batch, &settings.resource);
-        let reply = client.post(&url, &headers, &body);
         let last = batch.last().map_or(seq, |e| e.seq);
-        if reply.is_success() {
-            seq = last;
-            crate::fs::write_json_atomic(
-                &files.checkpoint,
-                &serde_json::json!({"schema": SCHEMA, "seq": seq, "updated_at": crate::time::iso_now()}),
-            )?;
-            buffer.drain(..n);
-            oldest_at = if buffer.is_empty() { None } else { Some(Instant::now()) };
-            attempts = 0;
-            status.seq = seq;
-            status.exported += n as u64;
-            status.batches += 1;
-            status.last_success_at = Some(crate::time::iso_now());
-            continue;
-        }
-        let why = reply.describe();
-        status.last_error = Some(why.clone());
-        status.last_error_at = Some(crate::time::iso_now());
-        let retryable = matches!(reply.status, None | Some(429) | Some(502) | Some(503) | Some(504));
-        if !retryable {
-            tracing::error!(error = %why, records = n, "the collector refused a batch of log records; dropped");
-            seq = last;
-            crate::fs::write_json_atomic(
-                &files.checkpoint,
-                &serde_json::json!({"schema": SCHEMA, "seq": seq, "updated_at": crate::time::iso_now()}),
-            )?;
-            buffer.drain(..n);
-            status.dropped += n as u64;
-            status.seq = seq;
-            continue;
-        }
-        attempts += 1;
-        status.retries += 1;
-        let retry_after =
-            reply.retry_after.as_deref().and_then(|v| crate::hooks::delivery::parse_retry_after(v, chrono::Utc::now()));
-        let delay = crate::hooks::delivery::next_delay(&settings.retry_schedule, attempts, retry_after, true)
-            .unwrap_or(Duration::from_secs(1));
-        tracing::warn!(error = %why, attempts, delay_ms = delay.as_millis() as u64, "OTLP export failed; retrying");
-        write_status(&files, &mut status)?;
-        // Hold only the batch in flight while waiting: the rest is read again from the history.
-        buffer.truncate(n);
-        follower = bus.history.follow(last)?;
-        let until = Instant::now() + delay;
-        while Instant::now() < until && !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(20));
+        match sender.post(&encode(&batch, &settings.resource), n, "hook events", &mut status) {
+            Sent::Accepted | Sent::Dropped => {
+                seq = last;
+                write_hook_checkpoint(&files, seq)?;
+                buffer.drain(..n);
+                oldest_at = if buffer.is_empty() { None } else { Some(Instant::now()) };
+                status.seq = seq;
+            }
+            Sent::Held => {
+                write_status(&files, &mut status)?;
+                last_status_write = Instant::now();
+                // Hold only the batch in flight while waiting: the rest is read again from the history.
+                buffer.truncate(n);
+                follower = bus.history.follow(last)?;
+            }
         }
     }
 }
@@ -675,6 +768,24 @@ mod tests {
 
     fn env_of(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
         move |k| pairs.iter().find(|(key, _)| *key == k).map(|(_, v)| v.to_string())
+    }
+
+    #[test]
+    fn only_the_otlp_retryable_answers_hold_the_exporter() {
+        let settings = Settings::resolve_with(&Config::defaults(), |_| None).unwrap();
+        let sink = OtlpSink::new("http://127.0.0.1:9/v1/logs", &settings);
+        let reply = |status: Option<u16>| Reply { status, ..Reply::default() };
+        assert_eq!(sink.judge(&reply(Some(200))), Verdict::Accepted);
+        for held in [None, Some(429), Some(502), Some(503), Some(504)] {
+            assert!(matches!(sink.judge(&reply(held)), Verdict::Unavailable { .. }), "{held:?}");
+        }
+        // The OTLP/HTTP specification: any other answer is not retryable.
+        for dropped in [Some(400), Some(408), Some(413), Some(500), Some(501)] {
+            assert!(matches!(sink.judge(&reply(dropped)), Verdict::Refused { .. }), "{dropped:?}");
+        }
+        let req = sink.request("", b"abc");
+        assert_eq!(req.headers, [("Content-Type", "application/x-protobuf".to_string())]);
+        assert_eq!(&req.body[..], b"abc");
     }
 
     #[test]

@@ -27,30 +27,33 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 use super::spill::{self, Spill};
-use super::webhook::{event_matcher, failing_since_ms, AttemptRun, DisablePolicy, Registration, WebhookStore};
+use super::webhook::{
+    event_matcher, failing_since_ms, AttemptRun, DisablePolicy, Registration, WebhookSink, WebhookStore,
+};
 use super::{Bus, Envelope, Follower};
 use crate::config::{Config, WebhookSettings};
-use crate::outbound::{Client, Reply};
+use crate::outbound::checkpoint::{read as read_checkpoint, write as write_checkpoint};
+use crate::outbound::queue::now_ms;
+use crate::outbound::{next_delay, Client, Reply, Verdict};
+pub use crate::outbound::{Outbox, Outcome, Pending};
 use crate::paths::Paths;
 
-/// Version of the checkpoint, replay-request and outbox header documents.
+/// Version of the replay-request documents.
 pub const SCHEMA: u64 = 1;
 
-/// Rewrite the outbox once it is this big and mostly acked, even with deliveries still pending.
-const COMPACT_BYTES: u64 = 4 * 1024 * 1024;
 /// The checkpoint is written at most this often while events stream in (always when idle).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
 /// How often the worker looks for replay requests.
@@ -83,323 +86,6 @@ impl WebhookFiles {
             dir,
         }
     }
-}
-
-/// What happened to a delivery in the end.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    /// The receiver answered 2xx.
-    Delivered,
-    /// The receiver refused it (a 4xx other than 408 and 429) through the whole retry schedule.
-    Failed,
-    /// The registration was removed before delivery.
-    Dropped,
-}
-
-/// One delivery waiting in the outbox.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Pending {
-    /// Unique outbox id (the `webhook-id`, plus a suffix for replays).
-    pub id: String,
-    /// The Standard Webhooks message id: the same for every attempt and every replay of a message.
-    pub webhook_id: String,
-    pub seq: u64,
-    pub event: String,
-    /// The registration's event pattern and URL (its identity).
-    pub reg_event: String,
-    pub url: String,
-    /// The exact request body, kept as sent so every attempt signs the same bytes.
-    pub body: String,
-    #[serde(default)]
-    pub attempts: u32,
-    /// Epoch milliseconds before which the next attempt must not start.
-    #[serde(default)]
-    pub next_at_ms: i64,
-    /// The last attempt found the receiver down, so `next_at_ms` holds its whole lane back.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub lane_down: bool,
-    /// Kept for a disabled registration: not sent until it is enabled again.
-    #[serde(default, skip_serializing_if = "is_false")]
-    pub parked: bool,
-}
-
-fn is_false(b: &bool) -> bool {
-    !b
-}
-
-impl Pending {
-    fn lane(&self) -> String {
-        super::webhook::registration_key(&self.reg_event, &self.url)
-    }
-}
-
-/// One line of `outbox.jsonl`.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
-enum Record {
-    Header {
-        schema: u64,
-    },
-    Enqueue(Pending),
-    Retry {
-        id: String,
-        attempts: u32,
-        next_at_ms: i64,
-        #[serde(default, skip_serializing_if = "is_false")]
-        lane_down: bool,
-    },
-    Ack {
-        id: String,
-        outcome: Outcome,
-        at: String,
-    },
-    /// Kept for a disabled registration (`parked`), or sent again once it is enabled (`!parked`).
-    Park {
-        id: String,
-        parked: bool,
-    },
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
-/// The durable outbox (see the module doc).
-#[derive(Debug)]
-pub struct Outbox {
-    path: PathBuf,
-    file: Option<File>,
-    pending: HashMap<String, Pending>,
-    /// Every id enqueued since the last compaction (acked or not): makes re-enqueue idempotent.
-    seen: HashSet<String>,
-    bytes: u64,
-    acked: u64,
-    parked: usize,
-    /// Pending deliveries per registration key.
-    per_lane: HashMap<String, usize>,
-}
-
-impl Outbox {
-    /// Read the outbox (a missing file is empty). Torn or unreadable lines are skipped.
-    pub fn load(path: &Path) -> Result<Outbox> {
-        let mut ob = Outbox {
-            path: path.to_path_buf(),
-            file: None,
-            pending: HashMap::new(),
-            seen: HashSet::new(),
-            bytes: 0,
-            acked: 0,
-            parked: 0,
-            per_lane: HashMap::new(),
-        };
-        let f = match File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ob),
-            Err(e) => return Err(e).with_context(|| format!("cannot open {}", path.display())),
-        };
-        for line in BufReader::new(f).split(b'\n') {
-            let line = line.with_context(|| format!("cannot read {}", path.display()))?;
-            ob.bytes += line.len() as u64 + 1;
-            match serde_json::from_slice::<Record>(&line) {
-                Ok(Record::Enqueue(p)) => {
-                    if ob.seen.insert(p.id.clone()) {
-                        ob.pending.insert(p.id.clone(), p);
-                    }
-                }
-                Ok(Record::Retry { id, attempts, next_at_ms, lane_down }) => {
-                    if let Some(p) = ob.pending.get_mut(&id) {
-                        p.attempts = attempts;
-                        p.next_at_ms = next_at_ms;
-                        p.lane_down = lane_down;
-                    }
-                }
-                Ok(Record::Ack { id, .. }) => {
-                    ob.pending.remove(&id);
-                    ob.acked += 1;
-                }
-                Ok(Record::Park { id, parked }) => {
-                    if let Some(p) = ob.pending.get_mut(&id) {
-                        p.parked = parked;
-                    }
-                }
-                Ok(Record::Header { .. }) | Err(_) => {}
-            }
-        }
-        ob.parked = ob.pending.values().filter(|p| p.parked).count();
-        for p in ob.pending.values() {
-            *ob.per_lane.entry(p.lane()).or_default() += 1;
-        }
-        Ok(ob)
-    }
-
-    /// Deliveries not yet acked, oldest event first.
-    pub fn pending(&self) -> Vec<&Pending> {
-        let mut v: Vec<&Pending> = self.pending.values().collect();
-        v.sort_by(|a, b| (a.seq, &a.id).cmp(&(b.seq, &b.id)));
-        v
-    }
-
-    pub fn get(&self, id: &str) -> Option<&Pending> {
-        self.pending.get(id)
-    }
-
-    /// Whether `id` was enqueued since the last compaction (acked or not).
-    pub fn knows(&self, id: &str) -> bool {
-        self.seen.contains(id)
-    }
-
-    /// Pending deliveries of one registration.
-    pub fn lane_len(&self, lane: &str) -> usize {
-        self.per_lane.get(lane).copied().unwrap_or(0)
-    }
-
-    fn append(&mut self, records: &[Record]) -> Result<()> {
-        if records.is_empty() {
-            return Ok(());
-        }
-        if self.file.is_none() {
-            let fresh = !self.path.exists();
-            let mut f = crate::fs::open_append(&self.path)?;
-            let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-            if fresh || len == 0 {
-                let header = serde_json::to_string(&Record::Header { schema: SCHEMA })?;
-                crate::fs::write_line(&mut f, &self.path, &header)?;
-                self.bytes += header.len() as u64 + 1;
-            } else if !crate::fs::ends_with_newline(&self.path, len)? {
-                // Close a line torn by a crash so the next record starts on its own line.
-                crate::fs::write_line(&mut f, &self.path, "")?;
-            }
-            self.file = Some(f);
-        }
-        let lines = records
-            .iter()
-            .map(serde_json::to_string)
-            .collect::<Result<Vec<_>, _>>()
-            .context("cannot serialize an outbox record")?
-            .join("\n");
-        self.bytes += lines.len() as u64 + 1;
-        let f = self.file.as_mut().expect("opened above");
-        crate::fs::write_line_whole(f, &self.path, &lines)
-    }
-
-    /// Add deliveries; those whose id is already known are skipped. Returns the ones added.
-    pub fn enqueue(&mut self, items: Vec<Pending>) -> Result<Vec<Pending>> {
-        let fresh: Vec<Pending> = items.into_iter().filter(|p| !self.seen.contains(&p.id)).collect();
-        let records: Vec<Record> = fresh.iter().cloned().map(Record::Enqueue).collect();
-        self.append(&records)?;
-        for p in &fresh {
-            self.seen.insert(p.id.clone());
-            self.pending.insert(p.id.clone(), p.clone());
-            *self.per_lane.entry(p.lane()).or_default() += 1;
-        }
-        Ok(fresh)
-    }
-
-    /// Remember a failed attempt and when to try again; `lane_down`: the receiver looked down.
-    pub fn retry(&mut self, id: &str, attempts: u32, next_at_ms: i64, lane_down: bool) -> Result<()> {
-        self.append(&[Record::Retry { id: id.to_string(), attempts, next_at_ms, lane_down }])?;
-        if let Some(p) = self.pending.get_mut(id) {
-            p.attempts = attempts;
-            p.next_at_ms = next_at_ms;
-            p.lane_down = lane_down;
-        }
-        Ok(())
-    }
-
-    /// Keep deliveries for a disabled registration (`parked`), or release them again.
-    pub fn park(&mut self, ids: &[String], parked: bool) -> Result<()> {
-        let records: Vec<Record> = ids.iter().map(|id| Record::Park { id: id.clone(), parked }).collect();
-        self.append(&records)?;
-        for id in ids {
-            if let Some(p) = self.pending.get_mut(id) {
-                if p.parked != parked {
-                    p.parked = parked;
-                    if parked {
-                        self.parked += 1;
-                    } else {
-                        self.parked -= 1;
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Close deliveries for good.
-    pub fn ack(&mut self, ids: &[String], outcome: Outcome) -> Result<()> {
-        let at = crate::time::iso_now();
-        let records: Vec<Record> =
-            ids.iter().map(|id| Record::Ack { id: id.clone(), outcome, at: at.clone() }).collect();
-        self.append(&records)?;
-        for id in ids {
-            let Some(p) = self.pending.remove(id) else { continue };
-            self.parked -= usize::from(p.parked);
-            let lane = p.lane();
-            if let Some(n) = self.per_lane.get_mut(&lane) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_lane.remove(&lane);
-                }
-            }
-        }
-        self.acked += ids.len() as u64;
-        Ok(())
-    }
-
-    /// Make everything appended so far durable (before the checkpoint moves past it).
-    pub fn sync(&self) -> Result<()> {
-        if let Some(f) = &self.file {
-            f.sync_data().with_context(|| format!("cannot sync {}", self.path.display()))?;
-        }
-        Ok(())
-    }
-
-    /// Worth compacting: acks exist and either nothing is pending or the file is big and mostly acks.
-    pub fn wants_compaction(&self) -> bool {
-        self.acked > 0
-            && (self.pending.is_empty() || (self.bytes > COMPACT_BYTES && self.acked > self.pending.len() as u64))
-    }
-
-    /// Rewrite the file with only the pending deliveries (atomically). The caller must have written a
-    /// checkpoint covering every acked event first.
-    pub fn compact(&mut self) -> Result<()> {
-        let mut text = serde_json::to_string(&Record::Header { schema: SCHEMA })?;
-        text.push('\n');
-        for p in self.pending() {
-            text.push_str(&serde_json::to_string(&Record::Enqueue(p.clone()))?);
-            text.push('\n');
-        }
-        self.file = None;
-        crate::fs::write_atomic(&self.path, text.as_bytes())?;
-        self.bytes = text.len() as u64;
-        self.acked = 0;
-        self.seen = self.pending.keys().cloned().collect();
-        Ok(())
-    }
-}
-
-#[derive(Serialize, Deserialize)]
-struct CheckpointDoc {
-    schema: u64,
-    seq: u64,
-    updated_at: String,
-}
-
-/// The checkpoint's `seq`, `None` when there is none yet.
-pub fn read_checkpoint(path: &Path) -> Result<Option<u64>> {
-    let Some(v) = crate::fs::read_json_opt(path)? else { return Ok(None) };
-    match v.get("seq").and_then(Value::as_u64) {
-        Some(seq) => Ok(Some(seq)),
-        None => Err(crate::exit_code::hinted(
-            format!("{}: seq: expected a non-negative integer", path.display()),
-            "delete the file to start delivering from the end of the hook history",
-        )),
-    }
-}
-
-fn write_checkpoint(path: &Path, seq: u64) -> Result<()> {
-    crate::fs::write_json_atomic(path, &CheckpointDoc { schema: SCHEMA, seq, updated_at: crate::time::iso_now() })
 }
 
 /// `deliveries.jsonl`, rotated to `deliveries.jsonl.1` at a size cap.
@@ -610,48 +296,6 @@ pub fn body_of(env: &Envelope) -> String {
     serde_json::to_string(&env.wire()).unwrap_or_default()
 }
 
-/// Delay before the next attempt after `attempts` failures, `None` when the schedule is exhausted.
-/// The schedule's entry gets ±20 % jitter; a `Retry-After` answer is a lower bound.
-/// `repeat_last`: past the schedule, wait its last interval again instead of giving up.
-pub fn next_delay(
-    schedule: &[u64],
-    attempts: u32,
-    retry_after: Option<Duration>,
-    repeat_last: bool,
-) -> Option<Duration> {
-    let i = (attempts as usize).checked_sub(1)?;
-    let base = match schedule.get(i) {
-        Some(&b) => b,
-        None if repeat_last => *schedule.last()?,
-        None => return None,
-    };
-    let r = u16::from_le_bytes(crate::digest::random_bytes::<2>());
-    let factor = 0.8 + 0.4 * f64::from(r) / f64::from(u16::MAX);
-    let delay = Duration::from_millis((base as f64 * factor) as u64);
-    Some(retry_after.map_or(delay, |ra| ra.max(delay)))
-}
-
-/// Whether a failed attempt says the receiver is down or overloaded rather than refusing the message:
-/// no answer at all (refused, reset, timeout), a 5xx, 408 or 429.
-pub fn receiver_unavailable(reply: &Reply) -> bool {
-    match reply.status {
-        None => true,
-        Some(s) => s >= 500 || s == 408 || s == 429,
-    }
-}
-
-/// `Retry-After`: delay seconds or an HTTP date (capped at one day).
-pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
-    const MAX: Duration = Duration::from_secs(86_400);
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs).min(MAX));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    let ms = (at.with_timezone(&chrono::Utc) - now).num_milliseconds().max(0);
-    Some(Duration::from_millis(ms as u64).min(MAX))
-}
-
 /// One request for a pool thread.
 struct Job {
     id: String,
@@ -669,6 +313,7 @@ struct Done {
     lane: String,
     attempt: u32,
     reply: Reply,
+    verdict: Verdict,
 }
 
 /// One registration's deliveries in the worker.
@@ -780,7 +425,7 @@ pub fn run_worker(paths: &Paths, config: &Config, stop: &AtomicBool) -> Result<(
         };
         if first {
             tracing::info!(
-                pending = worker.outbox.pending.len(),
+                pending = worker.outbox.len(),
                 from_seq = worker.checkpoint,
                 "webhook delivery worker started"
             );
@@ -1024,12 +669,12 @@ impl Worker {
     /// (`webhooks add`, `webhooks replay`), ahead of newer ones; those of a removed registration are
     /// dropped.
     fn sync_parked(&mut self) -> Result<()> {
-        if self.outbox.parked == 0 {
+        if self.outbox.parked_count() == 0 {
             return Ok(());
         }
         let mut resume = Vec::new();
         let mut removed = Vec::new();
-        for p in self.outbox.pending.values().filter(|p| p.parked) {
+        for p in self.outbox.iter().filter(|p| p.parked) {
             match self.regs.get(&p.lane()) {
                 Some(c) if c.reg.enabled => resume.push((p.seq, p.id.clone(), p.lane())),
                 Some(_) => {}
@@ -1299,7 +944,7 @@ impl Worker {
         }
         let Some(p) = self.outbox.get(&done.id).cloned() else { return Ok(()) };
         let stored_failures = self.regs.get(&done.lane).map_or(0, |c| c.reg.consecutive_failures);
-        if done.reply.is_success() {
+        if done.verdict == Verdict::Accepted {
             // Ack first: a log line saying "delivered" then always means "will not be sent again".
             self.outbox.ack(std::slice::from_ref(&done.id), Outcome::Delivered)?;
             self.log.append(&log_entry(&p, Some((&done.reply, done.attempt)), "delivered", None, None))?;
@@ -1344,8 +989,13 @@ impl Worker {
                 return self.disabled(&done, &p, reg, &error);
             }
         }
-        let retry_after = done.reply.retry_after.as_deref().and_then(|v| parse_retry_after(v, chrono::Utc::now()));
-        if receiver_unavailable(&done.reply) {
+        let (down, retry_after) = match done.verdict {
+            Verdict::Unavailable { retry_after } => (true, retry_after),
+            Verdict::Paused(wait) => (true, Some(wait)),
+            Verdict::Refused { retry_after } => (false, retry_after),
+            Verdict::Accepted => unreachable!("handled above"),
+        };
+        if down {
             // The receiver looks down or overloaded (no answer, a timeout, 5xx, 408 or 429): hold the
             // whole lane back and probe with one message at a time, on the schedule and then at its
             // last interval, so an outage shorter than the disable policy loses nothing and the
@@ -1451,11 +1101,10 @@ fn send_loop(jobs: &Mutex<Receiver<Job>>, done: &Sender<Done>, client: &Client) 
             Err(_) => return,
         };
         let Ok(job) = job else { return };
-        let timestamp = chrono::Utc::now().timestamp();
-        let headers =
-            super::webhook::signed_headers(job.secret.as_deref(), &job.webhook_id, timestamp, job.body.as_bytes());
-        let reply = client.post(&job.url, &headers, job.body.as_bytes());
-        if done.send(Done { id: job.id, lane: job.lane, attempt: job.attempt, reply }).is_err() {
+        let sink = WebhookSink { url: job.url, secret: job.secret };
+        let crate::outbound::Attempt { reply, verdict } =
+            crate::outbound::send(client, &sink, &job.webhook_id, job.body.as_bytes());
+        if done.send(Done { id: job.id, lane: job.lane, attempt: job.attempt, reply, verdict }).is_err() {
             return;
         }
     }
@@ -1518,7 +1167,7 @@ pub fn pending_counts(paths: &Paths) -> Result<HashMap<String, Waiting>> {
     let files = WebhookFiles::new(paths);
     let outbox = Outbox::load(&files.outbox)?;
     let mut counts: HashMap<String, Waiting> = HashMap::new();
-    for p in outbox.pending.values() {
+    for p in outbox.iter() {
         let w = counts.entry(p.lane()).or_default();
         w.pending += 1;
         w.parked += usize::from(p.parked);
@@ -1554,133 +1203,6 @@ pub fn status_listing(paths: &Paths, regs: &[Registration]) -> Result<Vec<Value>
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pending(id: &str, seq: u64) -> Pending {
-        Pending {
-            id: id.into(),
-            webhook_id: id.into(),
-            seq,
-            event: "on_scene_enter".into(),
-            reg_event: "*".into(),
-            url: "http://127.0.0.1:9/".into(),
-            body: r#"{"event":"on_scene_enter","ts":1.5,"data":{}}"#.into(),
-            attempts: 0,
-            next_at_ms: 0,
-            lane_down: false,
-            parked: false,
-        }
-    }
-
-    #[test]
-    fn outbox_survives_reload_and_ignores_reenqueue_and_torn_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("outbox.jsonl");
-        let mut ob = Outbox::load(&path).unwrap();
-        assert_eq!(ob.enqueue(vec![pending("a", 1), pending("b", 2), pending("c", 3)]).unwrap().len(), 3);
-        ob.retry("b", 2, 12345, true).unwrap();
-        ob.ack(&["a".into()], Outcome::Delivered).unwrap();
-        drop(ob);
-        // A crash mid-write leaves a torn last line.
-        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"{\"op\":\"ack\",\"id\":\"c").unwrap();
-        let mut ob = Outbox::load(&path).unwrap();
-        let ids: Vec<&str> = ob.pending().iter().map(|p| p.id.as_str()).collect();
-        assert_eq!(ids, ["b", "c"]);
-        assert_eq!((ob.get("b").unwrap().attempts, ob.get("b").unwrap().next_at_ms), (2, 12345));
-        // Re-enqueueing after a restart (checkpoint behind the outbox) adds nothing, acked or not.
-        assert!(ob.enqueue(vec![pending("a", 1), pending("b", 2)]).unwrap().is_empty());
-        ob.ack(&["c".into()], Outcome::Delivered).unwrap();
-        let ob = Outbox::load(&path).unwrap();
-        assert_eq!(ob.pending().len(), 1, "the torn line was closed, later records still parse");
-    }
-
-    use std::io::Write;
-
-    #[test]
-    fn compaction_keeps_only_pending_with_their_state() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("outbox.jsonl");
-        let mut ob = Outbox::load(&path).unwrap();
-        ob.enqueue(vec![pending("a", 1), pending("b", 2)]).unwrap();
-        ob.retry("b", 1, 99, false).unwrap();
-        ob.ack(&["a".into()], Outcome::Delivered).unwrap();
-        assert!(!ob.wants_compaction());
-        ob.compact().unwrap();
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert_eq!(text.lines().count(), 2, "{text}");
-        assert!(text.lines().next().unwrap().contains("\"schema\":1"));
-        let ob2 = Outbox::load(&path).unwrap();
-        assert_eq!(ob2.get("b").unwrap().next_at_ms, 99);
-        ob.ack(&["b".into()], Outcome::Failed).unwrap();
-        assert!(ob.wants_compaction());
-        ob.compact().unwrap();
-        assert_eq!(std::fs::read_to_string(&path).unwrap().lines().count(), 1);
-    }
-
-    #[test]
-    fn lane_holds_and_parking_survive_reload_and_compaction() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("outbox.jsonl");
-        let mut ob = Outbox::load(&path).unwrap();
-        ob.enqueue(vec![pending("a", 1), pending("b", 2), pending("c", 3)]).unwrap();
-        ob.retry("a", 3, 777, true).unwrap();
-        ob.park(&["b".into(), "c".into()], true).unwrap();
-        ob.park(&["c".into()], false).unwrap();
-        assert_eq!(ob.parked, 1);
-        let reloaded = Outbox::load(&path).unwrap();
-        let a = reloaded.get("a").unwrap();
-        assert_eq!((a.attempts, a.next_at_ms, a.lane_down, a.parked), (3, 777, true, false));
-        assert_eq!((reloaded.get("b").unwrap().parked, reloaded.get("c").unwrap().parked), (true, false));
-        assert_eq!(reloaded.parked, 1);
-        ob.ack(&["b".into()], Outcome::Delivered).unwrap();
-        assert_eq!(ob.parked, 0);
-        ob.park(&["c".into()], true).unwrap();
-        ob.compact().unwrap();
-        let compacted = Outbox::load(&path).unwrap();
-        assert_eq!((compacted.get("a").unwrap().lane_down, compacted.get("c").unwrap().parked), (true, true));
-        assert_eq!(compacted.parked, 1);
-    }
-
-    #[test]
-    fn retry_after_accepts_seconds_and_http_dates() {
-        let now = chrono::DateTime::parse_from_rfc3339("2015-10-21T07:28:00Z").unwrap().with_timezone(&chrono::Utc);
-        assert_eq!(parse_retry_after("2", now), Some(Duration::from_secs(2)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:03 GMT", now), Some(Duration::from_secs(3)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:27:00 GMT", now), Some(Duration::ZERO));
-        assert_eq!(parse_retry_after("soon", now), None);
-        assert_eq!(parse_retry_after("999999999", now), Some(Duration::from_secs(86_400)));
-    }
-
-    #[test]
-    fn backoff_follows_the_schedule_with_jitter_and_retry_after_is_a_floor() {
-        let schedule = [100, 1000];
-        for _ in 0..50 {
-            let d = next_delay(&schedule, 1, None, false).unwrap().as_millis();
-            assert!((80..=120).contains(&d), "{d}");
-            let d = next_delay(&schedule, 2, None, false).unwrap().as_millis();
-            assert!((800..=1200).contains(&d), "{d}");
-        }
-        assert_eq!(next_delay(&schedule, 3, None, false), None, "schedule exhausted");
-        assert_eq!(next_delay(&schedule, 1, Some(Duration::from_secs(5)), false), Some(Duration::from_secs(5)));
-        assert_eq!(next_delay(&[], 1, None, false), None);
-    }
-
-    #[test]
-    fn only_answers_that_refuse_the_message_end_retries_after_the_schedule() {
-        let reply = |status: Option<u16>| Reply {
-            status,
-            error: status.is_none().then(|| "connection refused".to_string()),
-            retry_after: None,
-            rate_limits: None,
-            body: Vec::new(),
-            latency: Duration::ZERO,
-        };
-        for down in [None, Some(500), Some(503), Some(408), Some(429)] {
-            assert!(receiver_unavailable(&reply(down)), "{down:?}");
-        }
-        for refused in [Some(400), Some(404), Some(410), Some(422)] {
-            assert!(!receiver_unavailable(&reply(refused)), "{refused:?}");
-        }
-    }
 
     #[test]
     fn tail_lines_reads_the_end_and_skips_a_torn_line() {

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::delivery::Pending;
+use crate::outbound::Pending;
 
 #[derive(Serialize, Deserialize)]
 struct CursorDoc {

@@ -126,7 +126,7 @@ impl Registration {
 
 /// `event` + `url`, joined by a character neither can contain.
 pub fn registration_key(event: &str, url: &str) -> String {
-    format!("{event}\n{url}")
+    crate::outbound::queue::lane_key(event, url)
 }
 
 /// The listing mask: `*` repeated to the value's length (as the original masked secrets).
@@ -268,6 +268,25 @@ pub fn signed_headers(
         h.push(("X-Comfy-Signature", comfy_signature(secret, body)));
     }
     h
+}
+
+/// The webhook sink of the outbound pipeline: a POST of the exact body to the registration's URL,
+/// signed (Standard Webhooks and `X-Comfy-Signature`) when it has a secret, at the moment it is sent.
+#[derive(Debug)]
+pub struct WebhookSink {
+    pub url: String,
+    pub secret: Option<String>,
+}
+
+impl crate::outbound::Sink for WebhookSink {
+    fn request<'a>(&'a self, message_id: &str, body: &'a [u8]) -> crate::outbound::Request<'a> {
+        let timestamp = chrono::Utc::now().timestamp();
+        crate::outbound::Request {
+            url: &self.url,
+            headers: signed_headers(self.secret.as_deref(), message_id, timestamp, body),
+            body: std::borrow::Cow::Borrowed(body),
+        }
+    }
 }
 
 /// On-disk form of `data/webhooks.json`.

@@ -150,3 +150,54 @@ fn export_without_an_endpoint_says_how_to_set_one() {
     let r = env.run(&["export", "status"]).ok();
     assert!(r.stdout.contains("(none: export is off)"), "{}", r.stdout);
 }
+
+#[test]
+fn bodies_are_gzipped_when_asked_and_a_bad_compression_names_its_source() {
+    let server = Server::start(|_, _| Answer::status(200));
+    let env = TestEnv::new();
+    with_endpoint(&env, server.port, 10);
+    emit(&env, 3);
+    let r = env.command(&["export", "run", "--once"]).env("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip").output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let reqs = server.requests();
+    assert_eq!(reqs.len(), 1);
+    assert_eq!(reqs[0].header("content-encoding"), "gzip");
+    assert_eq!(reqs[0].header("content-type"), "application/x-protobuf");
+    assert!(comfyvn_obs::otlp::decode_summary(&reqs[0].body).is_err(), "the body on the wire is compressed");
+    let mut plain = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&reqs[0].body[..]), &mut plain).unwrap();
+    let seqs: Vec<i64> = comfyvn_obs::otlp::decode_summary(&plain).unwrap().1.into_iter().map(|(_, s)| s).collect();
+    assert_eq!(seqs, [1, 2, 3]);
+
+    // The config key wins over the environment, and a value it cannot use is an error naming it.
+    let mut config: serde_json::Value = serde_json::from_str(&env.read("config/comfyvn.json")).unwrap();
+    config["obs"]["otlp"]["compression"] = json!("zstd");
+    env.write("config/comfyvn.json", config.to_string());
+    let r = env.command(&["export", "run", "--once"]).env("OTEL_EXPORTER_OTLP_COMPRESSION", "gzip").output().unwrap();
+    let stderr = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && stderr.contains("obs.otlp.compression") && stderr.contains("zstd"), "{stderr}");
+    assert_eq!(server.requests().len(), 1);
+}
+
+#[test]
+fn a_crash_batch_the_collector_refuses_is_dropped_once_not_resent_on_every_run() {
+    let server = Server::start(|i, _| if i == 0 { Answer::status(400) } else { Answer::status(200) });
+    let env = TestEnv::new();
+    with_endpoint(&env, server.port, 10);
+    let mut config: serde_json::Value = serde_json::from_str(&env.read("config/comfyvn.json")).unwrap();
+    config["features"] = json!({"enable_observability": true, "enable_crash_uploader": true});
+    config["telemetry"] = json!({"telemetry_opt_in": true, "crash_opt_in": true, "dry_run": false});
+    env.write("config/comfyvn.json", config.to_string());
+    env.run(&["crash", "capture", "--message", "refused crash"]).ok();
+    env.run(&["export", "run", "--once"]).ok();
+    env.run(&["export", "run", "--once"]).ok();
+    let crash_requests = server
+        .requests()
+        .iter()
+        .filter(|r| comfyvn_obs::otlp::decode_summary(&r.body).unwrap().1.iter().any(|(e, _)| e == "crash"))
+        .count();
+    assert_eq!(crash_requests, 1, "refused for good: counted as dropped, not sent again");
+    let status = env.run(&["export", "status", "--json"]).ok().json();
+    assert_eq!(status["dropped"], 1, "{status}");
+    assert!(status["last_error"].as_str().unwrap_or_default().contains("http 400"), "{status}");
+}

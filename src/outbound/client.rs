@@ -1,8 +1,9 @@
-//! Outbound HTTP requests (webhook deliveries, crash uploads, provider probes): the only module that imports `ureq`.
+//! Outbound HTTP requests (webhook deliveries, crash uploads, OTLP export, provider probes): the only
+//! module that imports `ureq`.
 //!
 //! It turns every answer, including "no answer", into a plain [`Reply`] value: non-2xx statuses are
 //! answers, not errors, and transport failures carry a short human error string. It never retries and
-//! never logs; callers decide what a reply means. It must not know about hooks or providers.
+//! never logs; callers decide what a reply means ([`super::Verdict`]). It must not know about hooks or providers.
 
 use std::time::{Duration, Instant};
 
