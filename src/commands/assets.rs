@@ -100,7 +100,7 @@ fn credits(registry: &Registry, args: &CreditsArgs) -> Result<ExitCode> {
         CreditsFormat::Txt => Format::Text,
         CreditsFormat::Json => Format::Json,
     };
-    output::print(&credits::render(&credits::build(index.iter(), group_by), format))?;
+    output::print(&credits::render(&credits::build(&index.iter().collect::<Vec<_>>(), group_by), format))?;
     Ok(ExitCode::Success)
 }
 
@@ -115,7 +115,7 @@ fn list(registry: &Registry, args: ListArgs) -> Result<ExitCode> {
     };
     let page = index.query(&query);
     if args.json {
-        let items: Vec<Value> = page.items.iter().map(|a| registry::record(a)).collect();
+        let items: Vec<Value> = page.items.iter().map(registry::record).collect();
         output::json(&json!({"items": items, "total": page.total}))?;
         return Ok(ExitCode::Success);
     }
@@ -139,7 +139,7 @@ fn show(registry: &Registry, args: ShowArgs) -> Result<ExitCode> {
     let index = index(registry)?;
     let Some(rel) = resolve(registry, &index, &args.asset)? else { return Ok(not_found(&args.asset)) };
     let asset = index.get_by_path(rel.as_str()).ok_or_else(|| anyhow!("{rel} left the index"))?;
-    output::json(&json!({"asset": registry::record(asset), "sidecar": asset}))?;
+    output::json(&json!({"asset": registry::record(&asset), "sidecar": asset}))?;
     Ok(ExitCode::Success)
 }
 

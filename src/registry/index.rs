@@ -2,8 +2,11 @@
 //! query behind `assets list` and `GET /assets`.
 //!
 //! Derived from the sidecars on disk ([`Index::build`]) and kept current by feeding it the registry
-//! events ([`Index::apply`]). It never reads or writes files after the build. Entries carry
-//! lower-cased copies of the filterable fields so a query is one cheap scan in path order; the text
+//! events ([`Index::apply`]). It never reads or writes files after the build. Each entry keeps its
+//! sidecar as compact JSON (checked once to decode to the same value, else kept parsed) and decodes
+//! it only for the results a caller asks for, so 100,000 assets fit in about 100 MB; hashes are kept
+//! as 32 bytes. Entries carry lower-cased copies of the filterable fields so a query is one cheap
+//! scan in path order; the text
 //! `q` searches is kept apart, lower-cased and contiguous ([`SearchText`]), so a substring query over
 //! 100,000 assets is one pass over a few MB instead of a walk through 300,000 small allocations.
 
@@ -49,23 +52,126 @@ impl std::fmt::Display for Problem {
     }
 }
 
+/// An indexed asset: the sidecar kept as its compact JSON (about a third of the parsed form's
+/// memory), decoded again when a caller asks for it, plus the lower-cased fields the filters read.
 #[derive(Debug, Clone)]
 struct Entry {
-    asset: Sidecar,
-    type_lc: String,
-    tags_lc: Vec<String>,
-    license_lc: Option<String>,
+    stored: Stored,
+    type_lc: Box<str>,
+    tags_lc: Box<[Box<str>]>,
+    license_lc: Option<Box<str>>,
 }
 
 impl Entry {
     fn new(asset: Sidecar) -> Entry {
         Entry {
-            type_lc: asset.asset_type.to_lowercase(),
-            tags_lc: asset.tags.iter().map(|t| t.to_lowercase()).collect(),
-            license_lc: asset.license.as_ref().map(|l| l.trim().to_lowercase()),
-            asset,
+            type_lc: asset.asset_type.to_lowercase().into(),
+            tags_lc: asset.tags.iter().map(|t| t.to_lowercase().into_boxed_str()).collect(),
+            license_lc: asset.license.as_ref().map(|l| l.trim().to_lowercase().into_boxed_str()),
+            stored: Stored::pack(asset),
         }
     }
+
+    fn asset(&self) -> Sidecar {
+        self.stored.unpack()
+    }
+}
+
+/// A content hash as a key: the 32 bytes of a SHA-256 in hex (every valid sidecar's), else the text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum HashKey {
+    Sha256([u8; 32]),
+    Text(Box<str>),
+}
+
+impl HashKey {
+    fn of(hash: &str) -> HashKey {
+        let b = hash.as_bytes();
+        let nibble = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        if b.len() == 64 {
+            let mut out = [0u8; 32];
+            if out.iter_mut().enumerate().all(|(i, o)| match (nibble(b[2 * i]), nibble(b[2 * i + 1])) {
+                (Some(h), Some(l)) => {
+                    *o = h << 4 | l;
+                    true
+                }
+                _ => false,
+            }) {
+                return HashKey::Sha256(out);
+            }
+        }
+        HashKey::Text(hash.into())
+    }
+}
+
+/// A sidecar as the index holds it.
+#[derive(Debug, Clone)]
+enum Stored {
+    /// Its compact JSON, which [`sidecar::parse`] turns back into the same value.
+    Packed(Box<[u8]>),
+    /// Kept parsed: the rare sidecar whose JSON would not read back as the same value.
+    Whole(Box<Sidecar>),
+}
+
+impl Stored {
+    fn pack(asset: Sidecar) -> Stored {
+        let Ok(bytes) = serde_json::to_vec(&asset) else { return Stored::Whole(Box::new(asset)) };
+        // Checked once here, so `unpack` can never lose or change a field.
+        match decode(&bytes, &asset.path) {
+            Some(back) if back == asset => Stored::Packed(bytes.into_boxed_slice()),
+            _ => Stored::Whole(Box::new(asset)),
+        }
+    }
+
+    fn unpack(&self) -> Sidecar {
+        match self {
+            Stored::Whole(asset) => (**asset).clone(),
+            Stored::Packed(bytes) => decode(bytes, "").expect("packed sidecars were checked to decode"),
+        }
+    }
+
+    /// The path, license, origin and top-level metadata strings [`searched`] reads, without
+    /// decoding the whole sidecar.
+    fn searched(&self) -> Vec<String> {
+        #[derive(serde::Deserialize)]
+        struct Fields {
+            path: String,
+            license: Option<String>,
+            origin: Option<String>,
+            #[serde(default)]
+            meta: serde_json::Map<String, Value>,
+        }
+        match self {
+            Stored::Whole(asset) => searched(asset).map(str::to_string).collect(),
+            Stored::Packed(bytes) => match serde_json::from_slice::<Fields>(bytes) {
+                Ok(f) => [Some(f.path), f.license, f.origin]
+                    .into_iter()
+                    .flatten()
+                    .chain(f.meta.into_iter().filter_map(|(_, v)| match v {
+                        Value::String(s) => Some(s),
+                        _ => None,
+                    }))
+                    .collect(),
+                Err(_) => searched(&self.unpack()).map(str::to_string).collect(),
+            },
+        }
+    }
+}
+
+/// A packed sidecar back to its value (`path` only checks the path when not empty).
+fn decode(bytes: &[u8], path: &str) -> Option<Sidecar> {
+    let v: Value = serde_json::from_slice(bytes).ok()?;
+    let rel = RelPath::parse(v.get("path")?.as_str()?).ok()?;
+    if !path.is_empty() && rel.as_str() != path {
+        return None;
+    }
+    let mut s = sidecar::parse(bytes, &rel).ok()?.sidecar;
+    s.path = rel.to_string();
+    Some(s)
 }
 
 /// The fields `q` searches: the path, the license, the origin and the top-level string metadata.
@@ -102,11 +208,12 @@ impl SearchText {
     fn build<'a>(slots: impl Iterator<Item = &'a Slot>) -> SearchText {
         let mut t = SearchText::default();
         for (i, slot) in slots.enumerate() {
+            let fields = slot.stored.searched();
             if i % 64 == 0 {
-                t.block_starts.push(slot.asset.path.clone());
+                t.block_starts.push(fields[0].clone());
             }
             t.starts.push(t.text.len());
-            for field in searched(&slot.asset) {
+            for field in &fields {
                 if field.is_ascii() {
                     // The common case, without the temporary `to_lowercase` allocates.
                     t.text.extend(field.bytes().map(|b| char::from(b.to_ascii_lowercase())));
@@ -190,8 +297,8 @@ pub struct Query {
 
 /// One page of results in path order; `total` counts every match before offset and limit.
 #[derive(Debug, Clone)]
-pub struct Page<'a> {
-    pub items: Vec<&'a Sidecar>,
+pub struct Page {
+    pub items: Vec<Sidecar>,
     pub total: usize,
 }
 
@@ -202,10 +309,10 @@ pub struct Index {
     /// would waste more than the box costs. Each slot carries its tag bits inline, so a tag filter
     /// skips non-matching assets without following the box.
     by_path: BTreeMap<String, Slot>,
-    by_uid: HashMap<String, String>,
+    by_uid: HashMap<Box<str>, Box<str>>,
     /// Sorted uids per hash. A `Vec`, not a `BTreeSet`: almost every hash has one uid, and a B-tree
     /// leaf for one string is ~290 bytes (about 5 MB over 20,000 assets).
-    by_hash: HashMap<String, Vec<String>>,
+    by_hash: HashMap<HashKey, Vec<Box<str>>>,
     /// Derived from `by_path` when a `q` query needs it; emptied by every change.
     search: OnceLock<SearchText>,
 }
@@ -238,9 +345,14 @@ impl Index {
             index.add_read(read, &mut problems);
         }
 
-        let with_sidecar: HashSet<RelPath> = found.sidecars.iter().filter_map(|s| s.rel.asset_of_sidecar()).collect();
+        // Borrowed names, not owned paths: this runs at the build's peak, with the index full.
+        let sidecars: HashSet<&str> = found.sidecars.iter().map(|s| s.rel.as_str()).collect();
+        let mut name = String::new();
         for f in &found.assets {
-            if !with_sidecar.contains(&f.rel) {
+            name.clear();
+            name.push_str(f.rel.as_str());
+            name.push_str(SUFFIX);
+            if !sidecars.contains(name.as_str()) {
                 problems.push(Problem::Unregistered { path: f.rel.to_string() });
             }
         }
@@ -253,11 +365,11 @@ impl Index {
         for r in read {
             match r {
                 Ok(asset) => {
-                    if let Some(kept) = self.by_uid.get(&asset.uid) {
+                    if let Some(kept) = self.by_uid.get(asset.uid.as_str()) {
                         problems.push(Problem::DuplicateUid {
                             uid: asset.uid.clone(),
                             path: asset.path.clone(),
-                            kept: kept.clone(),
+                            kept: kept.to_string(),
                         });
                         continue;
                     }
@@ -285,12 +397,12 @@ impl Index {
         self.by_path.is_empty()
     }
 
-    pub fn get(&self, uid: &str) -> Option<&Sidecar> {
-        self.by_uid.get(uid).and_then(|p| self.by_path.get(p)).map(|e| &e.asset)
+    pub fn get(&self, uid: &str) -> Option<Sidecar> {
+        self.by_uid.get(uid).and_then(|p| self.by_path.get(&**p)).map(|e| e.asset())
     }
 
-    pub fn get_by_path(&self, path: &str) -> Option<&Sidecar> {
-        self.by_path.get(path).map(|e| &e.asset)
+    pub fn get_by_path(&self, path: &str) -> Option<Sidecar> {
+        self.by_path.get(path).map(|e| e.asset())
     }
 
     pub fn contains_uid(&self, uid: &str) -> bool {
@@ -299,12 +411,15 @@ impl Index {
 
     /// The uids of assets with this content hash, sorted.
     pub fn uids_with_hash(&self, hash: &str) -> Vec<&str> {
-        self.by_hash.get(&hash.to_ascii_lowercase()).map(|s| s.iter().map(String::as_str).collect()).unwrap_or_default()
+        self.by_hash
+            .get(&HashKey::of(&hash.to_ascii_lowercase()))
+            .map(|s| s.iter().map(|u| &**u).collect())
+            .unwrap_or_default()
     }
 
     /// All assets in path order.
-    pub fn iter(&self) -> impl Iterator<Item = &Sidecar> {
-        self.by_path.values().map(|e| &e.asset)
+    pub fn iter(&self) -> impl Iterator<Item = Sidecar> + '_ {
+        self.by_path.values().map(|e| e.asset())
     }
 
     /// Insert or replace by uid (a changed path or hash moves the entry); returns the previous value.
@@ -312,13 +427,13 @@ impl Index {
         self.search.take();
         let previous = self.remove(&asset.uid);
         // Another uid at the same path is replaced too: the path holds one asset.
-        if let Some(other) = self.by_path.get(&asset.path).map(|e| e.asset.uid.clone()) {
+        if let Some(other) = self.by_path.get(asset.path.as_str()).map(|e| e.asset().uid) {
             self.remove(&other);
         }
-        self.by_uid.insert(asset.uid.clone(), asset.path.clone());
-        let uids = self.by_hash.entry(asset.hash.clone()).or_default();
-        if let Err(at) = uids.binary_search(&asset.uid) {
-            uids.insert(at, asset.uid.clone());
+        self.by_uid.insert(asset.uid.as_str().into(), asset.path.as_str().into());
+        let uids = self.by_hash.entry(HashKey::of(&asset.hash)).or_default();
+        if let Err(at) = uids.binary_search_by(|u| (**u).cmp(asset.uid.as_str())) {
+            uids.insert(at, asset.uid.as_str().into());
         }
         self.by_path.insert(asset.path.clone(), Slot::new(Entry::new(asset)));
         previous
@@ -327,14 +442,15 @@ impl Index {
     pub fn remove(&mut self, uid: &str) -> Option<Sidecar> {
         self.search.take();
         let path = self.by_uid.remove(uid)?;
-        let entry = self.by_path.remove(&path)?.entry;
-        if let Some(set) = self.by_hash.get_mut(&entry.asset.hash) {
-            set.retain(|u| u != uid);
+        let asset = self.by_path.remove(&*path)?.entry.asset();
+        let key = HashKey::of(&asset.hash);
+        if let Some(set) = self.by_hash.get_mut(&key) {
+            set.retain(|u| &**u != uid);
             if set.is_empty() {
-                self.by_hash.remove(&entry.asset.hash);
+                self.by_hash.remove(&key);
             }
         }
-        Some(entry.asset)
+        Some(asset)
     }
 
     /// Keep the index current with what a registry operation did.
@@ -350,7 +466,7 @@ impl Index {
     }
 
     /// Filter, then page, in path order.
-    pub fn query(&self, q: &Query) -> Page<'_> {
+    pub fn query(&self, q: &Query) -> Page {
         let type_lc = q.asset_type.as_ref().map(|t| t.trim().to_lowercase()).filter(|t| !t.is_empty());
         let tags_lc: Vec<String> = q.tags.iter().map(|t| t.trim().to_lowercase()).filter(|t| !t.is_empty()).collect();
         let licenses_lc: Vec<String> =
@@ -374,7 +490,7 @@ impl Index {
                 self.uids_with_hash(h)
                     .into_iter()
                     .filter_map(|u| self.by_uid.get(u))
-                    .filter_map(|p| self.by_path.get(p)),
+                    .filter_map(|p| self.by_path.get(&**p)),
             ),
             (None, Some((text, bits))) => {
                 Box::new(bits.iter().enumerate().filter(|(_, w)| **w != 0).flat_map(|(b, &word)| {
@@ -390,39 +506,40 @@ impl Index {
             (None, None) => Box::new(self.by_path.values()),
         };
         let wanted_tags = tags_lc.iter().fold(0, |bits, t| bits | tag_bits(t));
-        let mut matches: Vec<&Entry> = Vec::new();
+        let mut matches: Vec<Sidecar> = Vec::new();
         for slot in candidates {
             if slot.tags & wanted_tags != wanted_tags {
                 continue; // lacks a wanted tag: decided without touching the entry
             }
             let e: &Entry = slot;
-            if type_lc.as_ref().is_some_and(|t| &e.type_lc != t) {
+            if type_lc.as_deref().is_some_and(|t| &*e.type_lc != t) {
                 continue;
             }
-            if !tags_lc.iter().all(|t| e.tags_lc.contains(t)) {
+            if !tags_lc.iter().all(|t| e.tags_lc.iter().any(|have| **have == **t)) {
                 continue;
             }
-            if !licenses_lc.is_empty() && !e.license_lc.as_ref().is_some_and(|l| licenses_lc.contains(l)) {
+            if !licenses_lc.is_empty() && !e.license_lc.as_deref().is_some_and(|l| licenses_lc.iter().any(|w| w == l)) {
                 continue;
             }
             if let Some(n) = needle.as_deref().filter(|_| search.is_none()) {
-                if !matches_q(&e.asset, n) {
+                // A hash query's few candidates: decoding them beats building the search text.
+                if !matches_q(&e.asset(), n) {
                     continue;
                 }
             }
             if hash_lc.is_some() {
-                matches.push(e);
+                matches.push(e.asset());
                 continue;
             }
             if total >= q.offset && items.len() < limit {
-                items.push(&e.asset);
+                items.push(e.asset());
             }
             total += 1;
         }
         if hash_lc.is_some() {
-            matches.sort_by(|a, b| a.asset.path.cmp(&b.asset.path));
+            matches.sort_by(|a, b| a.path.cmp(&b.path));
             total = matches.len();
-            items = matches.into_iter().skip(q.offset).take(limit).map(|e| &e.asset).collect();
+            items = matches.into_iter().skip(q.offset).take(limit).collect();
         }
         Page { items, total }
     }
@@ -488,6 +605,47 @@ mod tests {
         s
     }
 
+    #[test]
+    fn assets_come_back_exactly_as_indexed_and_are_kept_packed() {
+        let mut rich = asset("scenes/intro.json", "u9", "c", &["Intro", "ch1"], Some("CC-BY-4.0 OR MIT"));
+        rich.meta =
+            serde_json::from_value(json!({"title": "Intro \"quoted\" ünïcode", "n": 1.5, "list": [1, {"a": null}]}))
+                .unwrap();
+        rich.provenance = serde_json::from_value(json!({"source": "comfyui", "inputs": {"seed": 7}})).unwrap();
+        rich.extra = serde_json::from_value(json!({"x_studio": {"reviewed": true}})).unwrap();
+        rich.credits.author = Some("A. Artist".into());
+        rich.credits.attribution = Some("Art by A. Artist".into());
+        rich.origin = Some("watch".into());
+        rich.created_at = Some("2026-01-01T00:00:00.000000Z".into());
+        let plain = asset("bg/a.png", "u8", "d", &[], None);
+        for a in [rich, plain] {
+            let entry = Entry::new(a.clone());
+            assert!(matches!(entry.stored, Stored::Packed(_)), "{} not packed", a.path);
+            assert_eq!(entry.asset(), a);
+            let mut i = Index::default();
+            i.upsert(a.clone());
+            assert_eq!(i.get(&a.uid).as_ref(), Some(&a));
+            assert_eq!(i.get_by_path(&a.path).as_ref(), Some(&a));
+            assert_eq!(i.iter().collect::<Vec<_>>(), std::slice::from_ref(&a));
+            assert_eq!(i.remove(&a.uid), Some(a));
+        }
+    }
+
+    #[test]
+    fn the_search_text_of_a_packed_entry_is_the_fields_q_searches() {
+        let mut a = asset("scenes/Intro.json", "u9", "c", &[], Some("MIT"));
+        a.meta = serde_json::from_value(json!({"title": "The Gate", "n": 3, "nested": {"t": "hidden"}})).unwrap();
+        a.origin = Some("upload".into());
+        let packed = Entry::new(a.clone()).stored;
+        let whole = Stored::Whole(Box::new(a.clone()));
+        assert_eq!(packed.searched(), ["scenes/Intro.json", "MIT", "upload", "The Gate"]);
+        assert_eq!(packed.searched(), whole.searched());
+        let mut i = Index::default();
+        i.upsert(a);
+        let q = |s: &str| i.query(&Query { q: Some(s.into()), ..Query::default() }).total;
+        assert_eq!((q("gate"), q("intro"), q("upload"), q("hidden")), (1, 1, 1, 0));
+    }
+
     fn sample() -> Index {
         let mut i = Index::default();
         i.upsert(asset("characters/hero.png", "u1", "a", &["Hero", "Main"], Some("CC-BY-4.0")));
@@ -537,11 +695,11 @@ mod tests {
         for wanted in [vec!["tag3"], vec!["TAG3", "tag17"], vec!["late"], vec!["tag39", "tag0", "tag21"], vec!["nope"]]
         {
             let q = Query { tags: wanted.iter().map(|t| t.to_string()).collect(), ..Default::default() };
-            let got: Vec<&str> = i.query(&q).items.iter().map(|a| a.path.as_str()).collect();
-            let expected: Vec<&str> = i
+            let got: Vec<String> = i.query(&q).items.into_iter().map(|a| a.path).collect();
+            let expected: Vec<String> = i
                 .iter()
                 .filter(|a| wanted.iter().all(|w| a.tags.iter().any(|t| t.eq_ignore_ascii_case(w))))
-                .map(|a| a.path.as_str())
+                .map(|a| a.path)
                 .collect();
             assert_eq!(got, expected, "tags {wanted:?}");
         }
@@ -563,9 +721,9 @@ mod tests {
         let check = |i: &Index, needles: &[&str]| {
             for needle in needles {
                 let q = Query { q: Some(needle.to_string()), ..Default::default() };
-                let got: Vec<&str> = i.query(&q).items.iter().map(|a| a.path.as_str()).collect();
+                let got: Vec<String> = i.query(&q).items.into_iter().map(|a| a.path).collect();
                 let n = needle.trim().to_lowercase();
-                let expected: Vec<&str> = i.iter().filter(|a| matches_q(a, &n)).map(|a| a.path.as_str()).collect();
+                let expected: Vec<String> = i.iter().filter(|a| matches_q(a, &n)).map(|a| a.path).collect();
                 assert_eq!(got, expected, "q {needle:?}");
             }
         };
@@ -609,7 +767,7 @@ mod tests {
     #[test]
     fn record_shape() {
         let i = sample();
-        let r = record(i.get("u1").unwrap());
+        let r = record(&i.get("u1").unwrap());
         let keys: Vec<_> = r.as_object().unwrap().keys().cloned().collect();
         assert_eq!(keys, ["uid", "type", "hash", "bytes", "path", "sidecar", "meta", "links", "created_at"]);
         assert_eq!(r["sidecar"], "characters/hero.png.asset.json");

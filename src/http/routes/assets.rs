@@ -352,7 +352,7 @@ fn list(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
     };
     let index = state.assets.read();
     let page = index.query(&query);
-    let items: Vec<RecordRef<'_>> = page.items.iter().map(|a| RecordRef(a)).collect();
+    let items: Vec<RecordRef<'_>> = page.items.iter().map(RecordRef).collect();
     Ok(Reply::json(&Listing { ok: true, items, total: page.total }))
 }
 
@@ -415,7 +415,7 @@ struct LinksRef<'a> {
 
 /// The indexed asset with this uid.
 fn find(state: &AppState, uid: &str) -> Result<Sidecar, ApiError> {
-    state.assets.read().get(uid).cloned().ok_or_else(|| not_found(uid))
+    state.assets.read().get(uid).ok_or_else(|| not_found(uid))
 }
 
 fn detail(state: &AppState, req: &mut Req<'_>) -> Result<Reply, ApiError> {
