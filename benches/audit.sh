@@ -145,14 +145,24 @@ median() { sort -g | python3 -c 'import sys; v=[float(x) for x in sys.stdin]; pr
 # median_of RUNS CMD...: median wall time in seconds (one warm-up run first).
 median_of() {
   local runs=$1; shift
+  # A command that fails as a tool (exit 2 and up: an error, not a finding) would be timed as
+  # nothing at all, so it stops the bench instead.
+  local rc=0
+  "$@" >/dev/null 2>&1 || rc=$?
+  if ((rc >= 2)); then
+    echo "error: the timed command failed with exit code $rc: $*" >&2
+    exit 2
+  fi
   if command -v hyperfine >/dev/null; then
     local json; json=$(mktemp)
-    hyperfine --style none --warmup 1 --runs "$runs" -i --export-json "$json" -- "$(printf '%q ' "$@")" >/dev/null 2>&1
+    # bash, not hyperfine's default sh: the command line is quoted with printf %q, whose $'...'
+    # form (for the multi-line functions `paired` passes) sh does not read. -i: exit code 1
+    # (audit findings) is an answer, not a failure.
+    hyperfine --shell bash --style none --warmup 1 --runs "$runs" -i --export-json "$json" -- "$(printf '%q ' "$@")" >/dev/null 2>&1
     python3 -c 'import json,sys; print("%.4f" % json.load(open(sys.argv[1]))["results"][0]["median"])' "$json"
     rm -f "$json"
     return
   fi
-  "$@" >/dev/null 2>&1 || true
   local t0 t1
   for ((i = 0; i < runs; i++)); do
     t0=$(now); "$@" >/dev/null 2>&1 || true; t1=$(now)

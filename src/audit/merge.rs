@@ -129,7 +129,7 @@ pub fn merge(docs: &[(String, Vec<u8>)]) -> Result<Report> {
                 path: f.path,
                 rule: rule.id,
                 severity: f.severity,
-                message: f.message,
+                message: f.message.into(),
                 fixable: f.fixable,
                 fingerprint: f.fingerprint,
             });

@@ -80,7 +80,8 @@ pub struct Finding {
     pub path: String,
     pub rule: &'static str,
     pub severity: Severity,
-    pub message: String,
+    /// Borrowed for the fixed wordings (`no tags`): a tree can have 300,000 such findings.
+    pub message: std::borrow::Cow<'static, str>,
     /// `--fix` repairs it.
     pub fixable: bool,
     /// What the finding is about, independent of its wording (see [`Fingerprint`]).

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::baseline::{self, Baseline};
 use super::shard::Shard;
-use super::{Action, FailOn, Finding, Planned, ScanStats, Severity};
+use super::{Action, FailOn, Finding, Planned, Severity};
 use crate::exit_code::ExitCode;
 use crate::registry::Skipped;
 
@@ -101,10 +101,6 @@ pub struct Report {
     /// A shard's record of every asset, for the checks `audit merge` runs across the whole tree.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tree: Option<Vec<TreeEntry>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub generated_at: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stats: Option<ScanStats>,
 }
 
 /// Inputs of [`Report::new`] that are not findings or changes.
@@ -152,8 +148,6 @@ impl Report {
             changes,
             skipped,
             tree: None,
-            generated_at: None,
-            stats: None,
         }
     }
 

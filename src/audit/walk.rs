@@ -79,7 +79,8 @@ pub fn scan(registry: &Registry, cache: &StatCache, opts: &ScanOptions) -> Resul
     let pool = rayon::ThreadPoolBuilder::new().num_threads(opts.jobs).build().context("cannot start worker threads")?;
     pool.install(|| {
         let root = registry.root();
-        let checked = std::sync::Mutex::new((Vec::<AssetState>::new(), Vec::<Found>::new()));
+        // One sorted run of assets per folder, and the orphans.
+        let checked = std::sync::Mutex::new((Vec::<Vec<AssetState>>::new(), Vec::<Found>::new()));
         // Each folder is checked as soon as it is listed, so hashing overlaps the rest of the walk.
         // A full scan opens every file anyway: it takes the stat from the open handle instead.
         let (mut troubles, mut skipped) = registry.discover_each(opts.scope.as_ref(), !opts.full, &|folder| {
@@ -94,7 +95,9 @@ pub fn scan(registry: &Registry, cache: &StatCache, opts: &ScanOptions) -> Resul
             }
             let (assets, orphans) = check_folder(root, &folder, cache, opts.full, opts.progress.as_deref());
             let mut all = checked.lock().unwrap_or_else(|p| p.into_inner());
-            all.0.extend(assets);
+            if !assets.is_empty() {
+                all.0.push(assets);
+            }
             all.1.extend(orphans);
         })?;
         if let Some(p) = &opts.progress {
@@ -104,9 +107,8 @@ pub fn scan(registry: &Registry, cache: &StatCache, opts: &ScanOptions) -> Resul
             troubles.retain(|t| shard.owns(&t.path));
             skipped.retain(|s| shard.owns(&s.path));
         }
-        let (mut assets, mut orphans) = checked.into_inner().unwrap_or_else(|p| p.into_inner());
-        // Concatenated sorted runs (one per folder): the stable sort merges runs in linear passes.
-        assets.sort_by(|a, b| a.rel.cmp(&b.rel));
+        let (runs, mut orphans) = checked.into_inner().unwrap_or_else(|p| p.into_inner());
+        let assets = merge_runs(runs);
         orphans.sort_by(|a, b| a.rel.cmp(&b.rel));
         let mut stats = ScanStats::default();
         for a in &assets {
@@ -137,6 +139,22 @@ pub fn scan(registry: &Registry, cache: &StatCache, opts: &ScanOptions) -> Resul
             stats,
         })
     })
+}
+
+/// The folders' sorted runs as one list sorted by path. Runs are ordered by their first path; when
+/// they do not interleave (a folder's files all sort before or after a subfolder's, as in most trees)
+/// they are concatenated without comparing or moving an asset twice, else a stable sort merges them.
+fn merge_runs(mut runs: Vec<Vec<AssetState>>) -> Vec<AssetState> {
+    runs.sort_unstable_by(|a, b| a[0].rel.cmp(&b[0].rel));
+    let disjoint = runs.windows(2).all(|w| w[0][w[0].len() - 1].rel < w[1][0].rel);
+    let mut assets = Vec::with_capacity(runs.iter().map(Vec::len).sum());
+    for run in runs {
+        assets.extend(run);
+    }
+    if !disjoint {
+        assets.sort_by(|a, b| a.rel.cmp(&b.rel));
+    }
+    assets
 }
 
 /// Files per parallel task. A task hashes its files two at a time (see [`crate::digest::sha256_each`]):
@@ -369,4 +387,41 @@ fn read_whole(mut f: std::fs::File, buf: &mut Vec<u8>, size_hint: usize) -> std:
 /// The system clock in ns since the epoch (the same clock file mtimes use).
 pub fn now_ns() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(rel: &str) -> AssetState {
+        AssetState {
+            rel: RelPath::parse(rel).unwrap(),
+            stat: FileStat { size: 1, mtime_ns: 0, ino: 0, ctime_ns: 0 },
+            file: FileState::Hashed { hash: String::new(), bytes: 1 },
+            file_cached: false,
+            sidecar: SidecarState::Absent,
+            sidecar_stat: None,
+            sidecar_cached: false,
+        }
+    }
+
+    fn merged(runs: &[&[&str]]) -> Vec<String> {
+        let runs = runs.iter().map(|r| r.iter().map(|p| state(p)).collect()).collect();
+        merge_runs(runs).into_iter().map(|a| a.rel.to_string()).collect()
+    }
+
+    #[test]
+    fn folder_runs_merge_into_path_order_whether_or_not_they_interleave() {
+        // Disjoint runs, in the order workers finished them.
+        assert_eq!(
+            merged(&[&["b/1.png", "b/2.png"], &["a/1.png"], &["c/x.png"]]),
+            ["a/1.png", "b/1.png", "b/2.png", "c/x.png"]
+        );
+        // A folder's own files around a subfolder's: `a/m/…` sorts between `a/b.png` and `a/z.png`.
+        assert_eq!(
+            merged(&[&["a/m/1.png", "a/m/2.png"], &["a/b.png", "a/z.png"]]),
+            ["a/b.png", "a/m/1.png", "a/m/2.png", "a/z.png"]
+        );
+        assert!(merged(&[]).is_empty());
+    }
 }

@@ -164,8 +164,14 @@ impl Stored {
 
 /// A packed sidecar back to its value (`path` only checks the path when not empty).
 fn decode(bytes: &[u8], path: &str) -> Option<Sidecar> {
-    let v: Value = serde_json::from_slice(bytes).ok()?;
-    let rel = RelPath::parse(v.get("path")?.as_str()?).ok()?;
+    // The path alone first (the other fields are skipped, not built): the parse needs it.
+    #[derive(serde::Deserialize)]
+    struct PathOf<'a> {
+        #[serde(borrow)]
+        path: std::borrow::Cow<'a, str>,
+    }
+    let of: PathOf = serde_json::from_slice(bytes).ok()?;
+    let rel = RelPath::parse(&of.path).ok()?;
     if !path.is_empty() && rel.as_str() != path {
         return None;
     }
@@ -322,39 +328,49 @@ impl Index {
     /// root is an error; everything else is a [`Problem`], sorted by path.
     pub fn build(registry: &Registry) -> Result<(Index, Vec<Problem>)> {
         let found = registry.discover(None)?;
-        let assets: HashSet<&str> = found.assets.iter().map(|f| f.rel.as_str()).collect();
         let mut problems: Vec<Problem> = found
             .troubles
             .iter()
             .map(|t| Problem::Unreadable { path: t.path.clone(), message: t.message.clone() })
             .collect();
+        // Which sidecar has its asset, and which asset has no sidecar, are settled first, so the
+        // asset list (~60 bytes an asset) is freed before the index fills: the build's peak is then
+        // the index alone plus one chunk of parsed sidecars.
+        let (sidecars, has_asset) = {
+            let assets: HashSet<&str> = found.assets.iter().map(|f| f.rel.as_str()).collect();
+            let has_asset: Vec<bool> = found
+                .sidecars
+                .iter()
+                .map(|f| f.rel.asset_of_sidecar().is_some_and(|r| assets.contains(r.as_str())))
+                .collect();
+            let sidecars: HashSet<&str> = found.sidecars.iter().map(|s| s.rel.as_str()).collect();
+            let mut name = String::new();
+            for f in &found.assets {
+                name.clear();
+                name.push_str(f.rel.as_str());
+                name.push_str(SUFFIX);
+                if !sidecars.contains(name.as_str()) {
+                    problems.push(Problem::Unregistered { path: f.rel.to_string() });
+                }
+            }
+            (found.sidecars, has_asset)
+        };
+        drop(found.assets);
         let mut index = Index::default();
+        index.by_uid.reserve(sidecars.len());
+        index.by_hash.reserve(sidecars.len());
         // Read in parallel a chunk at a time and index each chunk before reading the next: the parsed
         // sidecars waiting to be indexed (~500 bytes each) never pile up for the whole tree.
-        for chunk in found.sidecars.chunks(BUILD_CHUNK) {
+        for (chunk, assets) in sidecars.chunks(BUILD_CHUNK).zip(has_asset.chunks(BUILD_CHUNK)) {
             let read: Vec<Result<Sidecar, Problem>> = chunk
                 .par_iter()
-                .map(|f| {
-                    let sidecar_rel = f.rel.to_string();
-                    let Some(rel) = f.rel.asset_of_sidecar().filter(|r| assets.contains(r.as_str())) else {
-                        return Err(Problem::OrphanSidecar { sidecar: sidecar_rel });
-                    };
-                    read_one(registry, &rel)
+                .zip(assets)
+                .map(|(f, &has_asset)| match f.rel.asset_of_sidecar().filter(|_| has_asset) {
+                    Some(rel) => read_one(registry, &rel),
+                    None => Err(Problem::OrphanSidecar { sidecar: f.rel.to_string() }),
                 })
                 .collect();
             index.add_read(read, &mut problems);
-        }
-
-        // Borrowed names, not owned paths: this runs at the build's peak, with the index full.
-        let sidecars: HashSet<&str> = found.sidecars.iter().map(|s| s.rel.as_str()).collect();
-        let mut name = String::new();
-        for f in &found.assets {
-            name.clear();
-            name.push_str(f.rel.as_str());
-            name.push_str(SUFFIX);
-            if !sidecars.contains(name.as_str()) {
-                problems.push(Problem::Unregistered { path: f.rel.to_string() });
-            }
         }
         problems.sort_by(|a, b| problem_path(a).cmp(problem_path(b)));
         Ok((index, problems))
@@ -431,7 +447,8 @@ impl Index {
             self.remove(&other);
         }
         self.by_uid.insert(asset.uid.as_str().into(), asset.path.as_str().into());
-        let uids = self.by_hash.entry(HashKey::of(&asset.hash)).or_default();
+        // Capacity 1, not the 4 a first push gives: almost every hash has one uid.
+        let uids = self.by_hash.entry(HashKey::of(&asset.hash)).or_insert_with(|| Vec::with_capacity(1));
         if let Err(at) = uids.binary_search_by(|u| (**u).cmp(asset.uid.as_str())) {
             uids.insert(at, asset.uid.as_str().into());
         }
