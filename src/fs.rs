@@ -240,6 +240,21 @@ pub fn write_line_whole(f: &mut File, path: &Path, line: &str) -> Result<()> {
     result
 }
 
+/// Like [`write_line_whole`] for a buffer of whole lines (each ending in `\n`), in one `write_all`:
+/// when it fails part way, the file is cut back to its length before, so no line of the buffer is
+/// left torn.
+pub fn write_lines_whole(f: &mut File, path: &Path, lines: &[u8]) -> Result<()> {
+    debug_assert!(lines.ends_with(b"\n"));
+    let before = f.metadata().map(|m| m.len()).ok();
+    let result = f.write_all(lines).with_context(|| format!("cannot append to {}", path.display()));
+    if result.is_err() {
+        if let Some(len) = before {
+            let _ = f.set_len(len);
+        }
+    }
+    result
+}
+
 /// Write one line to an already open append handle with a single `write` call.
 pub fn write_line(f: &mut File, path: &Path, line: &str) -> Result<()> {
     let mut buf = Vec::with_capacity(line.len() + 1);

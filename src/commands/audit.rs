@@ -304,6 +304,11 @@ fn report_covers(scope: Option<&str>, path: &str) -> bool {
 /// Write the plan chunk by chunk: one durability barrier and one hook batch per chunk, hooks in the
 /// order of the writes. A failed write is reported on its line and leaves its finding in place. The
 /// returned lines are sorted by path.
+///
+/// A chunk's hook events are built and appended on a second thread while the next chunk is staged
+/// and synced; that chunk's renames wait for them. So the history still lists the writes in order,
+/// and when appending fails nothing more is written: the error names what was written without its
+/// events.
 pub fn apply(ctx: &Ctx, registry: &Registry, scan: &mut Scan, plan: &[Planned]) -> Result<Vec<ChangeLine>> {
     let mut lines = Vec::with_capacity(plan.len());
     if plan.is_empty() {
@@ -311,33 +316,75 @@ pub fn apply(ctx: &Ctx, registry: &Registry, scan: &mut Scan, plan: &[Planned]) 
     }
     let bus = Bus::open(&ctx.paths, &ctx.config)?;
     let order = write_order(plan);
-    for chunk in order.chunks(CHUNK) {
-        let changes: Vec<registry::Change> = chunk.iter().map(|p| p.change.clone()).collect();
-        let mut events = Vec::with_capacity(chunk.len() * 2);
-        for (planned, result) in chunk.iter().zip(registry.write_batch(&changes)) {
-            let mut line = ChangeLine::planned(planned);
-            match result {
-                Ok(written) => {
-                    audit::record_written(scan, planned);
-                    events.extend(written);
-                    line.status = ChangeStatus::Applied;
+    let hooks_failed = || anyhow::anyhow!("sidecars were written but their hook events could not be appended");
+    std::thread::scope(|s| {
+        let (to_hooks, chunks) = std::sync::mpsc::sync_channel::<Vec<registry::RegistryEvent>>(1);
+        let (appended, results) = std::sync::mpsc::channel::<Result<()>>();
+        let bus = &bus;
+        s.spawn(move || {
+            for events in chunks {
+                let r = bus.emit_batch(registry::to_hooks(&events)).map(drop);
+                if appended.send(r).is_err() {
+                    break;
                 }
-                Err(e) => match written_meanwhile(registry, planned, &e) {
-                    Some(sidecar) => {
-                        audit::record_found(scan, &planned.change.rel, &sidecar);
-                        line.status = ChangeStatus::Concurrent;
-                    }
-                    None => {
-                        line.status = ChangeStatus::Failed;
-                        line.error = Some(format!("{e:#}"));
-                    }
-                },
             }
-            lines.push(line);
+        });
+        // Chunks whose hook events are on their way; at most one.
+        let mut in_flight = 0usize;
+        let wait = |in_flight: &mut usize| -> Result<()> {
+            while *in_flight > 0 {
+                *in_flight -= 1;
+                results.recv().map_err(|_| anyhow::anyhow!("the hook writer stopped"))??;
+            }
+            Ok(())
+        };
+        let mut hook_error = None;
+        for chunk in order.chunks(CHUNK) {
+            let changes: Vec<registry::Change> = chunk.iter().map(|p| p.change.clone()).collect();
+            let written = registry.write_batch_gated(&changes, || {
+                wait(&mut in_flight).map_err(|e| {
+                    let msg = format!("{e:#}");
+                    hook_error = Some(e);
+                    anyhow::anyhow!(
+                        "not written: the hook events of the sidecars before it could not be appended: {msg}"
+                    )
+                })
+            });
+            if let Some(e) = hook_error.take() {
+                return Err(e.context(hooks_failed()));
+            }
+            let mut events = Vec::with_capacity(chunk.len() * 2);
+            for (planned, result) in chunk.iter().zip(written) {
+                let mut line = ChangeLine::planned(planned);
+                match result {
+                    Ok(written) => {
+                        audit::record_written(scan, planned);
+                        events.extend(written);
+                        line.status = ChangeStatus::Applied;
+                    }
+                    Err(e) => match written_meanwhile(registry, planned, &e) {
+                        Some(sidecar) => {
+                            audit::record_found(scan, &planned.change.rel, &sidecar);
+                            line.status = ChangeStatus::Concurrent;
+                        }
+                        None => {
+                            line.status = ChangeStatus::Failed;
+                            line.error = Some(format!("{e:#}"));
+                        }
+                    },
+                }
+                lines.push(line);
+            }
+            if to_hooks.send(events).is_err() {
+                // The writer is gone: its last answer says why.
+                wait(&mut in_flight).map_err(|e| e.context(hooks_failed()))?;
+                return Err(hooks_failed());
+            }
+            in_flight += 1;
         }
-        bus.emit_batch(registry::to_hooks(&events))
-            .context("sidecars were written but their hook events could not be appended")?;
-    }
+        drop(to_hooks);
+        wait(&mut in_flight).map_err(|e| e.context(hooks_failed()))
+    })?;
     lines.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(lines)
 }

@@ -4,8 +4,9 @@
 //! Invariants:
 //! - Appends hold an exclusive lock on `history.lock` while they read the last `seq`, rotate and write,
 //!   so concurrent processes never interleave lines and `seq` stays unique and increasing.
-//! - Each line is written with one `write` call; a torn last line (a writer killed mid-write) is closed
-//!   with a newline by the next writer and skipped by readers.
+//! - Each line is written whole within one `write` call (a batch's lines share writes of about
+//!   256 KiB; a failed write is cut back to the length before it); a torn last line (a writer killed
+//!   mid-write) is closed with a newline by the next writer and skipped by readers.
 //! - Reads of the last N entries and seeks by `seq` scan backwards from the end of the file: cost is
 //!   O(what is read), not O(history).
 //! - `seq` never goes back, even when `logs/` is deleted: `data/hooks/seq.json` (the mark) reserves
@@ -63,6 +64,9 @@ impl Filter {
         self.since.is_none_or(|s| e.seq > s) && self.event.as_ref().is_none_or(|g| g.is_match(&e.event))
     }
 }
+
+/// How many bytes of whole lines [`History::append_batch`] gathers into one `write`.
+const WRITE_BATCH_BYTES: usize = 256 * 1024;
 
 const CHUNK: usize = 64 * 1024;
 
@@ -199,12 +203,23 @@ impl History {
                 self.write_mark(&mark)?;
             }
         }
+        // Whole lines gathered into writes of about 256 KiB, not one `write` (and `fstat`) a line:
+        // an `audit --fix` of 20,000 files appends 60,000 events. The lock keeps other writers out,
+        // and a follower reads only up to the last newline, as with any append.
         let mut out = Vec::with_capacity(items.len());
+        let mut buf = Vec::with_capacity(WRITE_BATCH_BYTES.min(items.len() * 512));
         for (seq, (event, data)) in (last + 1..).zip(items) {
             let env = Envelope { seq, event, ts: crate::time::epoch_secs(), data };
-            let line = serde_json::to_string(&env).context("cannot serialize hook envelope")?;
-            crate::fs::write_line_whole(&mut file, &self.path, &line)?;
+            serde_json::to_writer(&mut buf, &env).context("cannot serialize hook envelope")?;
+            buf.push(b'\n');
             out.push(env);
+            if buf.len() >= WRITE_BATCH_BYTES {
+                crate::fs::write_lines_whole(&mut file, &self.path, &buf)?;
+                buf.clear();
+            }
+        }
+        if !buf.is_empty() {
+            crate::fs::write_lines_whole(&mut file, &self.path, &buf)?;
         }
         Ok(out)
     }

@@ -423,6 +423,18 @@ impl Registry {
     /// changes whose sidecar appeared in the meantime are refused rather than overwritten. Results
     /// are in the order of `changes`.
     pub fn write_batch(&self, changes: &[Change]) -> Vec<Result<Vec<RegistryEvent>>> {
+        self.write_batch_gated(changes, || Ok(()))
+    }
+
+    /// [`Registry::write_batch`] with a gate between the durability barrier and the renames: when
+    /// `before_commit` fails, nothing is renamed, the staged files are removed and every change
+    /// fails with its error. `audit --fix` waits there for the previous batch's hook events, so
+    /// they are appended while this batch is staged and synced, and still before it lands.
+    pub fn write_batch_gated(
+        &self,
+        changes: &[Change],
+        before_commit: impl FnOnce() -> Result<()>,
+    ) -> Vec<Result<Vec<RegistryEvent>>> {
         let mut by_dir: std::collections::BTreeMap<&str, Vec<usize>> = std::collections::BTreeMap::new();
         for (i, c) in changes.iter().enumerate() {
             by_dir.entry(c.rel.as_str().rsplit_once('/').map_or("", |(d, _)| d)).or_default().push(i);
@@ -445,7 +457,7 @@ impl Registry {
             }
         }
         let targets: Vec<&Path> = slots.iter().flatten().map(|s| s.target()).collect();
-        if let Err(e) = crate::fs::sync_filesystem(&self.root, &targets) {
+        if let Err(e) = crate::fs::sync_filesystem(&self.root, &targets).and_then(|()| before_commit()) {
             let msg = format!("{e:#}");
             for s in slots.into_iter().flatten() {
                 s.abort();

@@ -288,6 +288,38 @@ fn fix_writes_refreshes_and_emits_hooks_in_order() {
     assert_eq!(env.history().len(), 7);
 }
 
+/// `--fix` appends a chunk's hook events while it writes the next chunk, but that chunk's sidecars
+/// land only once those events are in: when the history cannot be appended, nothing more is written
+/// and no staged file is left behind.
+#[test]
+fn fix_stops_writing_when_its_hook_events_cannot_be_appended() {
+    let chunk = comfyvn_obs::commands::audit::CHUNK;
+    let env = TestEnv::new();
+    for i in 0..chunk + 4 {
+        env.write(&format!("assets/bulk/f{i:05}.png"), i.to_string());
+    }
+    // A folder where the history file should be: every append fails.
+    std::fs::create_dir_all(env.path("logs/hooks/history.jsonl")).unwrap();
+    let r = env.run(&["audit", "--fix"]).code(2);
+    assert!(r.stderr.contains("hook events could not be appended"), "{}", r.stderr);
+    let names: Vec<String> = std::fs::read_dir(env.path("assets/bulk"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let sidecars = names.iter().filter(|n| n.ends_with(".asset.json")).count();
+    assert_eq!(sidecars, chunk, "the first chunk only");
+    assert_eq!(
+        names.len(),
+        2 * chunk + 4,
+        "no staged temp files left: {:?}",
+        names.iter().filter(|n| n.starts_with('.')).collect::<Vec<_>>()
+    );
+    // Once the history can be written, the rest is registered and announced.
+    std::fs::remove_dir(env.path("logs/hooks/history.jsonl")).unwrap();
+    env.run(&["audit", "--fix"]).code(0);
+    assert_eq!(env.events().iter().filter(|e| *e == "on_asset_registered").count(), 4);
+}
+
 #[test]
 fn fix_completes_hand_written_and_moved_sidecars_but_never_rewrites_invalid_ones() {
     let env = fixture("invalid");
