@@ -71,18 +71,41 @@ impl Compact {
             hash,
             f.bytes.unwrap_or(0),
             f.license.clone(),
-            u8::from(f.has_tags)
-                | (u8::from(f.provenance_source) << 1)
-                | (u8::from(f.bytes.is_some()) << 2)
-                | (match f.license_status {
-                    None => 0,
-                    Some(LicenseStatus::Verified) => 8,
-                    Some(LicenseStatus::Pending) => 16,
-                    Some(LicenseStatus::Rejected) => 24,
-                })
-                | (u8::from(f.has_attribution) << 5),
+            Compact::flags(f),
             f.fixable.clone(),
         )
+    }
+
+    fn flags(f: &Facts) -> u8 {
+        u8::from(f.has_tags)
+            | (u8::from(f.provenance_source) << 1)
+            | (u8::from(f.bytes.is_some()) << 2)
+            | (match f.license_status {
+                None => 0,
+                Some(LicenseStatus::Verified) => 8,
+                Some(LicenseStatus::Pending) => 16,
+                Some(LicenseStatus::Rejected) => 24,
+            })
+            | (u8::from(f.has_attribution) << 5)
+    }
+
+    /// `*self == Compact::of(f, rel, file_hash)`, without building it: a re-audit compares every row.
+    fn is_of(&self, f: &Facts, rel: &RelPath, file_hash: Option<&str>) -> bool {
+        // A field stored only when it differs from what can be derived.
+        fn same(stored: &Option<String>, differs: bool, value: &str) -> bool {
+            match stored {
+                Some(s) => differs && s == value,
+                None => !differs,
+            }
+        }
+        same(&self.0, f.hash.is_empty() || f.hash.get(..16) != Some(f.uid.as_str()), &f.uid)
+            && same(&self.1, f.asset_type != sidecar::derived_type_of(rel.as_str()), &f.asset_type)
+            && same(&self.2, f.recorded_path != rel.as_str(), &f.recorded_path)
+            && same(&self.3, file_hash != Some(f.hash.as_str()), &f.hash)
+            && self.4 == f.bytes.unwrap_or(0)
+            && self.5 == f.license
+            && self.6 == Compact::flags(f)
+            && self.7 == f.fixable
     }
 
     fn facts(&self, rel: &str, file_hash: Option<&str>) -> Option<Facts> {
@@ -211,24 +234,13 @@ impl StatCache {
     /// true when the cache changed and should be saved. Only settled values are stored: a stat whose
     /// mtime or ctime is within [`RACY_NS`] of the scan's start is not trusted next time.
     pub fn update(&mut self, scan: &Scan) -> bool {
-        let limit = scan.started_at_ns - RACY_NS;
-        let in_scope_rows = self.rows.iter().filter(|r| scan.covers(&r.0)).count();
-        let mut expected = 0;
-        let mut same = self.loaded;
-        for a in &scan.assets {
-            let (file, side) = parts(a, limit);
-            if file.is_none() && side.is_none() {
-                continue;
-            }
-            expected += 1;
-            if same {
-                same = self.row(a.rel.as_str()).is_some_and(|r| row_matches(r, a, file, side));
-            }
-        }
+        let current = self.is_current(scan);
         self.loaded = true;
-        if same && expected == in_scope_rows {
+        if current {
             return false;
         }
+        let limit = scan.started_at_ns - RACY_NS;
+        let expected = scan.assets.iter().filter(|a| !matches!(parts(a, limit), (None, None))).count();
         // Keep rows outside the scope that the scan did not see (a single-file scope sees the asset
         // of a sidecar outside its literal path).
         let seen = |rel: &str| scan.assets.binary_search_by(|a| a.rel.as_str().cmp(rel)).is_ok();
@@ -249,6 +261,34 @@ impl StatCache {
         rows.sort_by(|a, b| a.0.cmp(&b.0));
         self.rows = rows;
         true
+    }
+
+    /// True when [`StatCache::update`] would change nothing: the cache was loaded from a valid file,
+    /// every settled part the scan saw is on record as it is, and no other row is in the scan's
+    /// scope. One pass over both lists, each sorted by path.
+    pub fn is_current(&self, scan: &Scan) -> bool {
+        if !self.loaded {
+            return false;
+        }
+        let limit = scan.started_at_ns - RACY_NS;
+        let mut expected = 0;
+        let mut i = 0;
+        for a in &scan.assets {
+            let (file, side) = parts(a, limit);
+            if file.is_none() && side.is_none() {
+                continue;
+            }
+            expected += 1;
+            let rel = a.rel.as_str();
+            while self.rows.get(i).is_some_and(|r| r.0.as_str() < rel) {
+                i += 1;
+            }
+            match self.rows.get(i) {
+                Some(r) if r.0 == rel && row_matches(r, a, file, side) => i += 1,
+                _ => return false,
+            }
+        }
+        expected == self.rows.iter().filter(|r| scan.covers(&r.0)).count()
     }
 
     /// Write the cache (atomic, no fsync).
@@ -291,9 +331,7 @@ fn row_matches(r: &Row, a: &AssetState, file: FileView, side: SidecarView) -> bo
     };
     let side_ok = match (&r.2, side) {
         (None, None) => true,
-        (Some(p), Some((s, facts))) => {
-            (p.0, p.1, p.2, p.3) == key(s) && p.4 == Compact::of(facts, &a.rel, file.map(|(_, h)| h))
-        }
+        (Some(p), Some((s, facts))) => (p.0, p.1, p.2, p.3) == key(s) && p.4.is_of(facts, &a.rel, file.map(|(_, h)| h)),
         _ => false,
     };
     file_ok && side_ok
@@ -394,6 +432,65 @@ mod tests {
         // Without the file's hash the sidecar's own is kept.
         let alone = Compact::of(&f, &rel, None);
         assert_eq!(alone.facts(rel.as_str(), None), Some(f));
+    }
+
+    #[test]
+    fn is_of_agrees_with_building_the_compact_form() {
+        let hash = "cd".repeat(32);
+        let rel = RelPath::parse("bg/a.png").unwrap();
+        let base = Facts {
+            uid: hash[..16].into(),
+            asset_type: "bg".into(),
+            recorded_path: rel.to_string(),
+            hash: hash.clone(),
+            ..facts()
+        };
+        let variants = [
+            base.clone(),
+            Facts { uid: "other".into(), ..base.clone() },
+            Facts { asset_type: "image".into(), ..base.clone() },
+            Facts { recorded_path: "old/a.png".into(), ..base.clone() },
+            Facts { hash: "ef".repeat(32), ..base.clone() },
+            Facts { bytes: None, ..base.clone() },
+            Facts { license: Some("MIT".into()), ..base.clone() },
+            Facts { has_tags: true, license_status: None, ..base.clone() },
+            Facts { fixable: vec!["path: moved".into()], ..base.clone() },
+        ];
+        for (i, stored) in variants.iter().enumerate() {
+            for file_hash in [Some(hash.as_str()), None] {
+                let c = Compact::of(stored, &rel, file_hash);
+                for (j, seen) in variants.iter().enumerate() {
+                    assert_eq!(c.is_of(seen, &rel, file_hash), c == Compact::of(seen, &rel, file_hash), "{i} vs {j}");
+                }
+                assert!(c.is_of(stored, &rel, file_hash));
+            }
+        }
+    }
+
+    #[test]
+    fn a_cache_is_current_only_when_loaded_and_every_row_is_what_the_scan_saw() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit-state.json");
+        let seen = scan(1_000, 10_000_000_000);
+        let mut c = StatCache::load(&path);
+        assert!(!c.is_current(&seen), "nothing loaded");
+        c.update(&seen);
+        c.save(&path).unwrap();
+        let c = StatCache::load(&path);
+        assert!(c.is_current(&seen));
+        let mut edited = scan(2_000, 10_000_000_000);
+        assert!(!c.is_current(&edited), "another mtime");
+        edited = scan(1_000, 10_000_000_000);
+        edited.assets[0].sidecar = SidecarState::Valid(Facts { has_tags: true, ..facts() });
+        assert!(!c.is_current(&edited), "other facts");
+        let mut vanished = scan(1_000, 10_000_000_000);
+        vanished.assets.clear();
+        assert!(!c.is_current(&vanished), "a row the scan did not see");
+        let mut added = scan(1_000, 10_000_000_000);
+        let mut b = added.assets[0].clone();
+        b.rel = RelPath::parse("b.png").unwrap();
+        added.assets.push(b);
+        assert!(!c.is_current(&added), "an asset without a row");
     }
 
     #[test]

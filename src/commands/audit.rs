@@ -177,22 +177,24 @@ pub fn run(ctx: &Ctx, args: AuditArgs) -> Result<ExitCode> {
     drop(progress);
     let audit_cfg = &ctx.config.obs.audit;
     let dry_run = settings.mode == Mode::DryRun;
-    // The stat cache is written while the rules run (both only read the scan), then freed: its
-    // memory (about 400 bytes an asset) is handed back before the findings and the report peak.
-    let findings = std::thread::scope(|s| {
-        if !dry_run {
-            let scan = &scan;
-            let cache_path = &cache_path;
-            s.spawn(move || {
-                save_cache(&mut cache, cache_path, scan);
+    let evaluate =
+        || audit::evaluate(&scan, &Policy::new(&audit_cfg.licenses), audit_cfg.require_provenance, settings.release);
+    let findings = if dry_run || cache.is_current(&scan) {
+        // Nothing to save (the common re-audit): the cache's memory (about 400 bytes an asset) is
+        // handed back before the findings and the report peak.
+        drop(cache);
+        crate::memory::release_free();
+        evaluate()
+    } else {
+        // The stat cache is written while the rules run: both only read the scan.
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                save_cache(&mut cache, &cache_path, &scan);
                 drop(cache);
-                crate::memory::release_free();
             });
-        } else {
-            std::mem::forget(cache);
-        }
-        audit::evaluate(&scan, &Policy::new(&audit_cfg.licenses), audit_cfg.require_provenance, settings.release)
-    });
+            evaluate()
+        })
+    };
     phase("rules evaluated");
     let report_ctx = ReportContext {
         assets_root: display_root(&ctx.paths.assets_root),

@@ -103,7 +103,9 @@ pub fn plan(
                 out.actions.push(Action::SidecarEdited { sidecar: sidecar_of(asset), asset: asset.clone() });
             }
             Ok(None) => to_hash.push((asset.clone(), None)),
-            Ok(Some(k)) if k.bytes == stat.size && stat.mtime_ns <= sidecar_stat.mtime_ns => {
+            // Strictly older than its sidecar: timestamps are coarse (a kernel tick), so an edit in
+            // the tick the sidecar was written in can carry the same mtime; that one is hashed.
+            Ok(Some(k)) if k.bytes == stat.size && stat.mtime_ns < sidecar_stat.mtime_ns => {
                 out.known.push((asset.clone(), k));
                 out.counts.unchanged += 1;
             }
@@ -243,6 +245,18 @@ mod tests {
         c.disk.write("/w/a.png", b"v2 longer");
         let p = c.plan();
         assert_eq!(actions(&p), [format!("refresh /w/a.png (was {})", &crate::digest::sha256_hex(b"v1")[..8])]);
+    }
+
+    /// Timestamps are coarse (a kernel tick on tmpfs and ext4): a same-size edit right after the
+    /// sidecar was written can carry the sidecar's very mtime, and must still be hashed.
+    #[test]
+    fn a_same_size_edit_in_the_sidecars_timestamp_tick_is_refreshed() {
+        let c = Case::new();
+        c.registered("/w/a.png", b"aaaa");
+        let sidecar_mtime = c.disk.stat(Path::new("/w/a.png.asset.json")).unwrap().mtime_ns;
+        c.disk.write_at("/w/a.png", b"AAAA", sidecar_mtime);
+        let p = c.plan();
+        assert_eq!(actions(&p), [format!("refresh /w/a.png (was {})", &crate::digest::sha256_hex(b"aaaa")[..8])]);
     }
 
     #[test]
