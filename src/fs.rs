@@ -230,14 +230,10 @@ pub fn append_line(path: &Path, line: &str) -> Result<()> {
 /// way (a full disk), the file is cut back to its length before, so a line is either all there or
 /// not at all, and the next append does not glue a record onto a torn one.
 pub fn write_line_whole(f: &mut File, path: &Path, line: &str) -> Result<()> {
-    let before = f.metadata().map(|m| m.len()).ok();
-    let result = write_line(f, path, line);
-    if result.is_err() {
-        if let Some(len) = before {
-            let _ = f.set_len(len);
-        }
-    }
-    result
+    let mut buf = Vec::with_capacity(line.len() + 1);
+    buf.extend_from_slice(line.as_bytes());
+    buf.push(b'\n');
+    write_lines_whole(f, path, &buf)
 }
 
 /// Like [`write_line_whole`] for a buffer of whole lines (each ending in `\n`), in one `write_all`:
