@@ -186,21 +186,107 @@ pub fn write_json_atomic<T: Serialize + ?Sized>(path: &Path, value: &T) -> Resul
     write_atomic(path, &to_pretty_json(value)?)
 }
 
-/// As [`write_atomic_nosync`] of [`to_pretty_json`]'s bytes, serialised straight into the temp file:
-/// for large derived documents (the audit's `latest.json` is 66 MB at 300,000 findings), whose
-/// bytes would otherwise sit in memory whole beside the value they were made from.
+/// As [`write_atomic_nosync`] of a JSON document with one list entry a line (see [`ListsFormatter`]),
+/// serialised straight into the temp file: for large derived documents (the audit's `latest.json`
+/// has 300,000 findings in a large tree), whose bytes would otherwise sit in memory whole beside the
+/// value they were made from.
 pub fn write_json_streamed_nosync<T: Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
     write_atomic_with(
         path,
         |f| {
             let mut w = io::BufWriter::with_capacity(1 << 16, f);
-            serde_json::to_writer_pretty(&mut w, value)?;
+            value.serialize(&mut serde_json::Serializer::with_formatter(&mut w, ListsFormatter::default()))?;
             w.write_all(b"\n")?;
             w.flush()
         },
         false,
         0o666,
     )
+}
+
+/// JSON laid out like `to_writer_pretty` at the top: the document's fields one a line, and each
+/// entry of a list among them on a line of its own, but every entry (and every other nested value)
+/// compact. A report with 300,000 findings stays readable with `grep` and `less`, and is a third
+/// smaller and quicker to write than indenting every field.
+#[derive(Debug, Default)]
+pub struct ListsFormatter {
+    /// One per open array or object: (laid out one entry a line, has an entry yet).
+    open: Vec<(bool, bool)>,
+}
+
+impl ListsFormatter {
+    fn begin<W: ?Sized + Write>(&mut self, w: &mut W, bracket: &[u8], lines: bool) -> io::Result<()> {
+        self.open.push((lines, false));
+        w.write_all(bracket)
+    }
+
+    fn end<W: ?Sized + Write>(&mut self, w: &mut W, bracket: &[u8]) -> io::Result<()> {
+        if let Some((true, true)) = self.open.pop() {
+            self.newline(w)?;
+        }
+        w.write_all(bracket)
+    }
+
+    /// Before an entry: a comma after the first, and a new line in a container laid out in lines.
+    fn entry<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        if !first {
+            w.write_all(b",")?;
+        }
+        if let Some(top) = self.open.last_mut() {
+            top.1 = true;
+            if top.0 {
+                self.newline(w)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A new line indented two spaces per open container.
+    fn newline<W: ?Sized + Write>(&self, w: &mut W) -> io::Result<()> {
+        w.write_all(b"\n")?;
+        for _ in 0..self.open.len() {
+            w.write_all(b"  ")?;
+        }
+        Ok(())
+    }
+
+    /// Within a container laid out in lines.
+    fn in_lines(&self) -> bool {
+        self.open.last().is_some_and(|o| o.0)
+    }
+}
+
+impl serde_json::ser::Formatter for ListsFormatter {
+    fn begin_array<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        // The document itself, or a list that is one of its fields.
+        let lines = self.open.is_empty() || (self.open.len() == 1 && self.in_lines());
+        self.begin(w, b"[", lines)
+    }
+
+    fn end_array<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.end(w, b"]")
+    }
+
+    fn begin_array_value<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        self.entry(w, first)
+    }
+
+    fn begin_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        let lines = self.open.is_empty();
+        self.begin(w, b"{", lines)
+    }
+
+    fn end_object<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.end(w, b"}")
+    }
+
+    fn begin_object_key<W: ?Sized + Write>(&mut self, w: &mut W, first: bool) -> io::Result<()> {
+        self.entry(w, first)
+    }
+
+    fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
+        w.write_all(if self.in_lines() { b": " } else { b":" })
+    }
 }
 
 /// Pretty JSON bytes with a trailing newline, the on-disk form of every JSON document.
@@ -625,16 +711,57 @@ impl Drop for TempFile {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn lists_formatter_puts_each_entry_of_a_top_level_list_on_a_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("doc.json");
+        let doc = serde_json::json!({
+            "schema": 1,
+            "summary": {"errors": 0, "passed": true},
+            "findings": [{"path": "a.png", "tags": ["x", "y"]}, {"path": "b \"q\".png", "tags": []}],
+            "none": [],
+            "nested": [[1, 2], {}],
+        });
+        write_json_streamed_nosync(&path, &doc).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            concat!(
+                "{\n",
+                "  \"schema\": 1,\n",
+                "  \"summary\": {\"errors\":0,\"passed\":true},\n",
+                "  \"findings\": [\n",
+                "    {\"path\":\"a.png\",\"tags\":[\"x\",\"y\"]},\n",
+                "    {\"path\":\"b \\\"q\\\".png\",\"tags\":[]}\n",
+                "  ],\n",
+                "  \"none\": [],\n",
+                "  \"nested\": [\n",
+                "    [1,2],\n",
+                "    {}\n",
+                "  ]\n",
+                "}\n",
+            )
+        );
+        let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, doc);
+        // A top-level list, and scalars.
+        write_json_streamed_nosync(&path, &serde_json::json!([{"a": 1}, 2])).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "[\n  {\"a\":1},\n  2\n]\n");
+        write_json_streamed_nosync(&path, &serde_json::json!("s")).unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "\"s\"\n");
+    }
+
     use super::*;
 
     #[test]
-    fn streamed_json_is_the_pretty_json_bytes() {
+    fn streamed_json_replaces_the_file_with_the_same_value() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("sub").join("r.json");
         let v = serde_json::json!({"b": [1, {"c": "é\n"}], "a": null, "big": "x".repeat(100_000)});
         write_atomic(&p, b"old").unwrap();
         write_json_streamed_nosync(&p, &v).unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), to_pretty_json(&v).unwrap());
+        let back: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+        assert_eq!(back, v);
         let names: Vec<_> = std::fs::read_dir(p.parent().unwrap()).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, ["r.json"], "no temp file left behind");
     }

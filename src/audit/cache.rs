@@ -143,6 +143,28 @@ impl Compact {
     }
 }
 
+/// One asset's cached row (see [`StatCache::entry`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a>(&'a Row);
+
+impl<'a> Entry<'a> {
+    /// The cached hash of the asset if its stat is unchanged.
+    pub fn file(self, stat: &FileStat) -> Option<&'a str> {
+        let f = self.0 .1.as_ref()?;
+        ((f.0, f.1, f.2, f.3) == key(stat)).then_some(f.4.as_str())
+    }
+
+    /// The cached facts of the asset's sidecar if the sidecar's stat is unchanged.
+    pub fn sidecar(self, stat: &FileStat) -> Option<Facts> {
+        let row = self.0;
+        let s = row.2.as_ref()?;
+        if (s.0, s.1, s.2, s.3) != key(stat) {
+            return None;
+        }
+        s.4.facts(&row.0, row.1.as_ref().map(|f| f.4.as_str()))
+    }
+}
+
 #[derive(Serialize, Deserialize)]
 struct Doc {
     schema: u32,
@@ -199,24 +221,26 @@ impl StatCache {
         self.rows.is_empty()
     }
 
-    fn row(&self, rel: &str) -> Option<&Row> {
-        self.rows.binary_search_by(|r| r.0.as_str().cmp(rel)).ok().map(|i| &self.rows[i])
+    /// The row of `rel`, tried first at index `*next` (a scan asks in path order, so it is usually
+    /// the row after the one it asked for before), else found by binary search; `*next` then points
+    /// past it.
+    pub fn entry(&self, rel: &str, next: &mut usize) -> Option<Entry<'_>> {
+        let i = match self.rows.get(*next) {
+            Some(r) if r.0 == rel => *next,
+            _ => self.rows.binary_search_by(|r| r.0.as_str().cmp(rel)).ok()?,
+        };
+        *next = i + 1;
+        Some(Entry(&self.rows[i]))
     }
 
     /// The cached hash of the asset at `rel` if its stat is unchanged.
     pub fn file(&self, rel: &str, stat: &FileStat) -> Option<&str> {
-        let f = self.row(rel)?.1.as_ref()?;
-        ((f.0, f.1, f.2, f.3) == key(stat)).then_some(f.4.as_str())
+        self.entry(rel, &mut { usize::MAX })?.file(stat)
     }
 
     /// The cached facts of the sidecar of `rel` if its stat is unchanged.
     pub fn sidecar(&self, rel: &str, stat: &FileStat) -> Option<Facts> {
-        let row = self.row(rel)?;
-        let s = row.2.as_ref()?;
-        if (s.0, s.1, s.2, s.3) != key(stat) {
-            return None;
-        }
-        s.4.facts(rel, row.1.as_ref().map(|f| f.4.as_str()))
+        self.entry(rel, &mut { usize::MAX })?.sidecar(stat)
     }
 
     /// The uids recorded for assets outside `scope` (a scoped `--fix` must not reuse them).

@@ -203,3 +203,41 @@ fn a_panic_costs_one_file_not_its_task() {
     assert!(boom[0].1.contains("panicked (test)"), "{boom:?}");
     assert!(e.findings(&s).contains(&format!("pack/{PANICS} unreadable")));
 }
+
+#[test]
+fn fingerprints_are_16_hex_digits_both_ways() {
+    for (v, hex) in [
+        (0u64, "0000000000000000"),
+        (0x0123_4567_89ab_cdef, "0123456789abcdef"),
+        (u64::MAX, "ffffffffffffffff"),
+        (Fingerprint::of_rule("missing-sidecar").0, "c904da583cd8ae39"),
+    ] {
+        let f = Fingerprint(v);
+        assert_eq!(f.to_string(), hex);
+        assert_eq!(serde_json::to_string(&f).unwrap(), format!("\"{hex}\""));
+        assert_eq!(serde_json::from_str::<Fingerprint>(&format!("\"{hex}\"")).unwrap(), f);
+        assert_eq!(Fingerprint::parse(hex), Some(f));
+    }
+}
+
+#[test]
+fn cache_entries_are_found_with_or_without_the_hint() {
+    let e = env();
+    for name in ["a/1.png", "a/2.png", "b/1.png"] {
+        let p = e.paths.assets_root.join(name);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, name).unwrap();
+    }
+    let mut scan = scan(&e.reg, &StatCache::default(), &ScanOptions::default()).unwrap();
+    scan.started_at_ns = i64::MAX / 2; // every stat settled
+    let mut cache = StatCache::default();
+    assert!(cache.update(&scan));
+    // In order (the hint hits), out of order (it misses), and an unknown path.
+    let mut next = 0;
+    for a in scan.assets.iter().chain(scan.assets.iter().rev()) {
+        let entry = cache.entry(a.rel.as_str(), &mut next).expect("a row for every asset");
+        assert!(entry.file(&a.stat).is_some(), "{}", a.rel);
+    }
+    assert!(cache.entry("a/3.png", &mut next).is_none());
+    assert!(cache.entry("a/3.png", &mut { usize::MAX }).is_none());
+}

@@ -15,7 +15,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use rayon::prelude::*;
 
-use super::cache::StatCache;
+use super::cache::{Entry, StatCache};
 use super::shard::Shard;
 use super::{AssetState, Facts, FileState, Scan, ScanStats, SidecarState};
 use crate::registry::discover::vanished_or;
@@ -238,7 +238,7 @@ impl Task<'_> {
 
     /// Check `files` (consecutive, in path order); results in the same order.
     fn check_all(&self, files: &[Found]) -> Vec<AssetState> {
-        let mut run = Run { task: self, files, states: Vec::with_capacity(files.len()) };
+        let mut run = Run { task: self, files, states: Vec::with_capacity(files.len()), next_row: 0 };
         crate::digest::sha256_each(&mut run);
         debug_assert_eq!(run.states.len(), files.len());
         if let Some(p) = self.progress {
@@ -254,11 +254,11 @@ impl Task<'_> {
     }
 
     /// The sidecar part of an asset's state: from the cache when its stat matches, else read.
-    fn sidecar_state(&self, a: &Found) -> (SidecarState, Option<FileStat>, bool) {
+    fn sidecar_state(&self, a: &Found, cached: Option<Entry>) -> (SidecarState, Option<FileStat>, bool) {
         let Some(s) = self.sidecar_of(&a.rel) else {
             return (SidecarState::Absent, None, false);
         };
-        if let Some(facts) = (!self.full).then(|| self.cache.sidecar(a.rel.as_str(), &s.stat)).flatten() {
+        if let Some(facts) = cached.and_then(|e| e.sidecar(&s.stat)) {
             return (SidecarState::Valid(facts), Some(s.stat), true);
         }
         let mut stat = s.stat;
@@ -275,6 +275,8 @@ struct Run<'a> {
     files: &'a [Found],
     /// One per file taken so far, in order; a file being hashed holds `None` until it is done.
     states: Vec<(AssetState, Option<FileState>)>,
+    /// Where the next file's cache row probably is (see [`StatCache::entry`]).
+    next_row: usize,
 }
 
 impl crate::digest::Messages for Run<'_> {
@@ -288,7 +290,9 @@ impl crate::digest::Messages for Run<'_> {
             if a.rel.file_name() == super::tests::PANICS {
                 panic!("checking {} panicked (test)", a.rel);
             }
-            let (sidecar, sidecar_stat, sidecar_cached) = self.task.sidecar_state(a);
+            // A full scan ignores the cache.
+            let cached = if self.task.full { None } else { self.task.cache.entry(a.rel.as_str(), &mut self.next_row) };
+            let (sidecar, sidecar_stat, sidecar_cached) = self.task.sidecar_state(a, cached);
             let mut state = AssetState {
                 rel: a.rel.clone(),
                 stat: a.stat,
@@ -299,7 +303,7 @@ impl crate::digest::Messages for Run<'_> {
                 sidecar_cached,
             };
             let rel = a.rel.as_str();
-            if let Some(hash) = (!self.task.full).then(|| self.task.cache.file(rel, &a.stat)).flatten() {
+            if let Some(hash) = cached.and_then(|e| e.file(&a.stat)) {
                 state.file_cached = true;
                 self.states.push((state, Some(FileState::Hashed { hash: hash.to_string(), bytes: a.stat.size })));
                 continue;

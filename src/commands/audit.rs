@@ -179,7 +179,9 @@ pub fn run(ctx: &Ctx, args: AuditArgs) -> Result<ExitCode> {
     let dry_run = settings.mode == Mode::DryRun;
     let evaluate =
         || audit::evaluate(&scan, &Policy::new(&audit_cfg.licenses), audit_cfg.require_provenance, settings.release);
-    let findings = if dry_run || cache.is_current(&scan) {
+    let current = dry_run || cache.is_current(&scan);
+    phase("cache compared");
+    let findings = if current {
         // Nothing to save (the common re-audit): the cache's memory (about 400 bytes an asset) is
         // handed back before the findings and the report peak.
         drop(cache);

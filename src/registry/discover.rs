@@ -332,8 +332,15 @@ impl<'a> Walk<'a> {
         };
         let mut folder = Folder::default();
         for (rel, stat) in stats {
-            match (stat, RelPath::parse(&rel)) {
-                (Ok(stat), Ok(rel)) => {
+            let stat = match stat {
+                Ok(stat) => stat,
+                Err(e) => {
+                    troubles.push(Trouble { path: rel, message: vanished_or(&e) });
+                    continue;
+                }
+            };
+            match RelPath::parse_owned(rel) {
+                Ok(rel) => {
                     let found = Found { rel, stat };
                     if found.rel.is_sidecar() {
                         folder.sidecars.push(found);
@@ -341,8 +348,7 @@ impl<'a> Walk<'a> {
                         folder.assets.push(found);
                     }
                 }
-                (Err(e), _) => troubles.push(Trouble { path: rel, message: vanished_or(&e) }),
-                (_, Err(e)) => troubles.push(Trouble { path: rel, message: e.to_string() }),
+                Err((rel, e)) => troubles.push(Trouble { path: rel, message: e.to_string() }),
             }
         }
         self.note(troubles, skipped);

@@ -43,6 +43,20 @@ pub struct RelPath(String);
 impl RelPath {
     /// Validate a `/`-separated relative path (user or HTTP input, sidecar `path` fields).
     pub fn parse(s: &str) -> Result<RelPath, PathError> {
+        RelPath::check(s)?;
+        Ok(RelPath(s.to_string()))
+    }
+
+    /// As [`RelPath::parse`], keeping `s` (no copy; the walk makes one for every file), or giving
+    /// it back with the reason it is not a valid path.
+    pub fn parse_owned(s: String) -> Result<RelPath, (String, PathError)> {
+        match RelPath::check(&s) {
+            Ok(()) => Ok(RelPath(s)),
+            Err(e) => Err((s, e)),
+        }
+    }
+
+    fn check(s: &str) -> Result<(), PathError> {
         if s.is_empty() {
             return Err(PathError::Empty);
         }
@@ -55,7 +69,7 @@ impl RelPath {
         if s.split('/').any(|c| c.is_empty() || c == "." || c == "..") {
             return Err(PathError::Traversal(s.to_string()));
         }
-        Ok(RelPath(s.to_string()))
+        Ok(())
     }
 
     /// The path of `path` below `root`, both already free of symlink surprises (walked or canonical).

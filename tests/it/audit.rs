@@ -154,10 +154,15 @@ fn json_report_shape() {
                 "fingerprint": "c904da583cd8ae39"}])
     );
     assert!(v.get("generated_at").is_none() && v.get("stats").is_none(), "stdout stays reproducible");
-    let latest: Value = serde_json::from_str(&env.read("logs/audit/latest.json")).unwrap();
+    let text = env.read("logs/audit/latest.json");
+    let latest: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(latest["findings"], v["findings"]);
     assert_eq!(latest["stats"]["files_hashed"], 2);
     assert!(latest["generated_at"].is_string());
+    // One finding a line, whole: grep finds it.
+    let line = text.lines().find(|l| l.contains("missing-sidecar")).unwrap();
+    let one: Value = serde_json::from_str(line.trim()).unwrap();
+    assert_eq!(one, v["findings"][0], "{text}");
 }
 
 #[test]

@@ -71,7 +71,7 @@ pub struct UidEntry<'a> {
 /// what `audit merge` runs over the uids its shards recorded).
 pub fn uid_conflicts(entries: &[UidEntry], out: &mut Vec<Finding>) {
     // uid → the asset that keeps it: the first (by path) whose sidecar records its own path.
-    let mut owners: HashMap<&str, &str> = HashMap::new();
+    let mut owners: HashMap<&str, &str> = HashMap::with_capacity(entries.len());
     for pass in [true, false] {
         for e in entries.iter().filter(|e| e.own == pass) {
             owners.entry(e.uid).or_insert(e.path);
