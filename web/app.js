@@ -591,22 +591,31 @@ function renderTelemetry(t) {
   fill($("#telemetry-flags"),
     el("dt", {}, "enable_observability"), el("dd", {}, yesNo(flags.enable_observability)),
     el("dt", {}, "enable_crash_uploader"), el("dd", {}, yesNo(flags.enable_crash_uploader)));
-  fill($("#telemetry-consent"), CONSENT.map(([key, label, help]) => {
-    const box = el("input", { type: "checkbox", id: `consent-${key}`, checked: !!t.settings[key] });
+  // The toggles are built once and then updated in place: a re-render after a change would
+  // replace the box under the pointer or the keyboard focus while the user is still on it.
+  const consent = $("#telemetry-consent");
+  if (!consent.querySelector("input")) fill(consent, CONSENT.map(([key, label, help]) => {
+    const box = el("input", { type: "checkbox", id: `consent-${key}` });
+    // One change at a time, without disabling the box (that would take the focus off it).
+    let pending = false;
     box.addEventListener("change", async () => {
-      box.disabled = true;
+      if (pending) { box.checked = !box.checked; return; }
+      pending = true;
+      box.setAttribute("aria-busy", "true");
       try {
         renderTelemetry(await api("/api/telemetry/settings", { method: "POST", body: { [key]: box.checked } }));
       } catch (e) {
         box.checked = !box.checked;
         failed("consent", e);
       } finally {
-        box.disabled = false;
+        pending = false;
+        box.removeAttribute("aria-busy");
       }
     });
     return el("div", { class: "consent" }, box, el("label", { for: `consent-${key}` }, el("strong", {}, label), " ",
       el("span", { class: "muted" }, help)));
   }));
+  for (const [key] of CONSENT) $(`#consent-${key}`).checked = !!t.settings[key];
   const h = t.health || {};
   fill($("#telemetry-gates"),
     el("dt", {}, "telemetry"), el("dd", {}, yesNo(t.telemetry_active)),

@@ -212,13 +212,22 @@ def check_provider_rows_are_coloured(ctx):
                 and d.find_elements(By.CSS_SELECTOR, "#providers-table tr[data-provider]"), what="3 provider rows")
     by_id = {r.get_attribute("data-provider"): r for r in rows}
     expect = {"fast": ("ok", "OK"), "slow": ("slow", "SLOW"), "down": ("down", "DOWN")}
-    for pid, (cls, label) in expect.items():
-        row = by_id[pid]
-        assert cls in row.get_attribute("class").split(), f"{pid}: class {row.get_attribute('class')}"
-        badge = row.find_element(By.CSS_SELECTOR, ".badge")
-        assert badge.text == label, f"{pid}: label {badge.text!r}"
-    colour = lambda pid: by_id[pid].find_element(By.CSS_SELECTOR, ".badge").value_of_css_property("color")
-    assert len({colour("fast"), colour("slow"), colour("down")}) == 3, "status colours are not distinct"
+    # Class, label and colour from one snapshot of the table: the view polls, and on a loaded
+    # machine a poll may find "fast" slow for a moment, so wait for a snapshot with all three.
+    snapshot = """return [...document.querySelectorAll('#providers-table tr[data-provider]')].map((r) => {
+        const b = r.querySelector('.badge');
+        return [r.dataset.provider, r.className.split(' '), b.textContent, getComputedStyle(b).color]; });"""
+    rows_now = {}
+    def settled(d):
+        rows_now.clear()
+        rows_now.update({pid: (cls, label, colour) for pid, cls, label, colour in d.execute_script(snapshot)})
+        return all(pid in rows_now and cls in rows_now[pid][0] and rows_now[pid][1] == label
+                   for pid, (cls, label) in expect.items())
+    try:
+        wait(d, settled, what="the three states")
+    except AssertionError:
+        raise AssertionError(f"provider rows: {rows_now}")
+    assert len({rows_now[pid][2] for pid in expect}) == 3, f"status colours are not distinct: {rows_now}"
     down = by_id["down"].text
     assert "refused" in down.lower() or "error" in down.lower() or "connect" in down.lower(), f"down row: {down!r}"
     assert d.find_elements(By.CSS_SELECTOR, "#providers-table tr[data-provider='down'] time"), "no timestamp on the red row"
@@ -419,6 +428,12 @@ def check_telemetry_and_webhooks_views(ctx):
     wait(d, lambda d: d.find_element(By.ID, "consent-telemetry_opt_in").is_selected(), what="toggle on")
     wait(d, lambda d: json.load(open(os.path.join(root.dir, "config", "comfyvn.json")))["telemetry"]["telemetry_opt_in"] is True,
          what="consent written to the config file")
+    # The answer is applied to the same box: the pointer and the keyboard focus stay on it, and a
+    # second click made right after the first lands (a re-rendered list left it detached).
+    wait(d, lambda d: "on" in d.find_element(By.CSS_SELECTOR, "#telemetry-gates dd").text, what="the answer shown")
+    wait(d, lambda d: box.get_attribute("aria-busy") is None, what="the change settled")
+    assert box.is_selected(), "the toggle was replaced by the answer"
+    assert d.switch_to.active_element.get_attribute("id") == "consent-telemetry_opt_in", "the focus left the toggle"
     ctx["shots"].append(shot(d, "telemetry"))
     errors = console_errors(d)  # reading the log empties it: keep what it said
     assert not errors, errors
@@ -429,6 +444,7 @@ def check_token_flow(ctx):
     root = Root(token=TOKEN)
     try:
         root.start()
+        console_errors(d)  # start from an empty log: what earlier checks left there is theirs
         d.get(root.url + "#telemetry")
         box = wait(d, lambda d: d.find_element(By.ID, "consent-diagnostics_opt_in"), what="consent toggles")
         box.click()
