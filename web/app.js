@@ -596,11 +596,9 @@ function renderTelemetry(t) {
   const consent = $("#telemetry-consent");
   if (!consent.querySelector("input")) fill(consent, CONSENT.map(([key, label, help]) => {
     const box = el("input", { type: "checkbox", id: `consent-${key}` });
-    // One change at a time, without disabling the box (that would take the focus off it).
-    let pending = false;
+    // One change at a time, marked busy rather than disabled (that would take the focus off it).
     box.addEventListener("change", async () => {
-      if (pending) { box.checked = !box.checked; return; }
-      pending = true;
+      if (box.hasAttribute("aria-busy")) { box.checked = !box.checked; return; }
       box.setAttribute("aria-busy", "true");
       try {
         renderTelemetry(await api("/api/telemetry/settings", { method: "POST", body: { [key]: box.checked } }));
@@ -608,7 +606,6 @@ function renderTelemetry(t) {
         box.checked = !box.checked;
         failed("consent", e);
       } finally {
-        pending = false;
         box.removeAttribute("aria-busy");
       }
     });
