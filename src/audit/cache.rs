@@ -193,7 +193,7 @@ impl StatCache {
                 return StatCache::default();
             }
         };
-        match serde_json::from_slice::<Doc>(&bytes) {
+        match parse(&bytes) {
             Ok(doc) if doc.schema == SCHEMA => {
                 let mut rows = doc.rows;
                 if !rows.is_sorted_by(|a, b| a.0 < b.0) {
@@ -326,9 +326,66 @@ impl StatCache {
         let doc = DocRef { schema: SCHEMA, written_at: crate::time::iso_now(), rows: &self.rows };
         // About 250 bytes a row: sized up front, so the buffer is not regrown (copied) ~20 times.
         let mut bytes = Vec::with_capacity(64 + self.rows.len() * 256);
-        serde_json::to_writer(&mut bytes, &doc)?;
+        // One row a line: what lets `load` parse the rows in parallel (see [`parse`]).
+        doc.serialize(&mut serde_json::Serializer::with_formatter(&mut bytes, crate::fs::ListsFormatter::default()))?;
+        bytes.push(b'\n');
         crate::fs::write_atomic_nosync(path, &bytes)
     }
+}
+
+/// Parse a cache file. The layout [`StatCache::save`] writes (the header fields a line each, then one
+/// row a line) is parsed a row at a time, on every core: 100,000 rows are 25 MB of JSON, the
+/// longest step of a re-audit that finds nothing changed before the walk starts. Any other layout
+/// (an older compact file, a hand-edited one) is parsed as one document; so is a file whose lines
+/// do not each hold exactly one row, which then gives the same result or the same error.
+fn parse(bytes: &[u8]) -> serde_json::Result<Doc> {
+    match parse_lines(bytes) {
+        Some(doc) => Ok(doc),
+        None => serde_json::from_slice(bytes),
+    }
+}
+
+/// The line-by-line parse of [`parse`], or `None` when the file is not laid out one row a line.
+fn parse_lines(bytes: &[u8]) -> Option<Doc> {
+    use rayon::prelude::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[derive(Deserialize)]
+    struct Header {
+        schema: u32,
+        written_at: String,
+    }
+    const OPEN: &[u8] = b"\n  \"rows\": [\n";
+    const CLOSE: &[u8] = b"\n  ]\n}";
+    // The header is a line or two at the start: the search never scans a compact file's rows.
+    let head = &bytes[..bytes.len().min(1024)];
+    let at = head.windows(OPEN.len()).position(|w| w == OPEN)?;
+    let mut header = bytes[..at].strip_suffix(b",")?.to_vec();
+    header.extend_from_slice(b"\n}");
+    let header: Header = serde_json::from_slice(&header).ok()?;
+    if header.schema != SCHEMA {
+        // Ignored whatever its rows hold.
+        return Some(Doc { schema: header.schema, written_at: header.written_at, rows: Vec::new() });
+    }
+    let body = bytes[at + OPEN.len()..].trim_ascii_end().strip_suffix(CLOSE)?;
+    let lines: Vec<&[u8]> = body.split(|&b| b == b'\n').collect();
+    let last = lines.len() - 1;
+    let failed = AtomicBool::new(false);
+    let mut rows = Vec::new();
+    lines
+        .par_iter()
+        .enumerate()
+        .map(|(i, line)| {
+            let line = line.trim_ascii_start();
+            // Every row but the last ends with the comma that separates it from the next.
+            let row = if i == last { Some(line) } else { line.strip_suffix(b",") };
+            row.and_then(|r| serde_json::from_slice::<Row>(r).ok()).unwrap_or_else(|| {
+                failed.store(true, Ordering::Relaxed);
+                Row(String::new(), None, None)
+            })
+        })
+        .collect_into_vec(&mut rows);
+    (!failed.into_inner()).then_some(Doc { schema: header.schema, written_at: header.written_at, rows })
 }
 
 type FileView<'a> = Option<(&'a FileStat, &'a str)>;
@@ -515,6 +572,67 @@ mod tests {
         b.rel = RelPath::parse("b.png").unwrap();
         added.assets.push(b);
         assert!(!c.is_current(&added), "an asset without a row");
+    }
+
+    fn two_rows() -> StatCache {
+        let mut c = StatCache::default();
+        let mut seen = scan(1_000, 10_000_000_000);
+        let mut b = seen.assets[0].clone();
+        // A name whose JSON form has escapes and non-ASCII text.
+        b.rel = RelPath::parse("b \"quoted\" \u{e9}t\u{e9}.png").unwrap();
+        seen.assets.push(b);
+        c.update(&seen);
+        c
+    }
+
+    #[test]
+    fn the_cache_is_written_one_row_a_line_and_read_back_a_line_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit-state.json");
+        let c = two_rows();
+        c.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "{");
+        assert_eq!(lines[1], r#"  "schema": 2,"#);
+        assert!(lines[2].starts_with(r#"  "written_at": ""#));
+        assert_eq!(lines[3], r#"  "rows": ["#);
+        assert!(
+            lines[4].starts_with(r#"    ["a.png",[1,1000,7,1000,"h"],"#) && lines[4].ends_with(','),
+            "{}",
+            lines[4]
+        );
+        assert!(lines[5].starts_with(r#"    ["b"#) && lines[5].ends_with("]]"), "{}", lines[5]);
+        assert_eq!(&lines[6..], ["  ]", "}"]);
+        let by_lines = parse_lines(text.as_bytes()).expect("the layout save writes");
+        let whole: Doc = serde_json::from_slice(text.as_bytes()).unwrap();
+        assert_eq!(by_lines.rows, whole.rows);
+        assert_eq!(by_lines.rows, c.rows);
+        assert_eq!(StatCache::load(&path).rows, c.rows);
+    }
+
+    #[test]
+    fn other_layouts_are_read_as_one_document() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit-state.json");
+        let c = two_rows();
+        let rows = serde_json::to_string(&c.rows).unwrap();
+        // The compact file of earlier versions, and rows that do not keep to a line each.
+        let compact = format!(r#"{{"schema":2,"written_at":"","rows":{rows}}}"#);
+        let inner = rows.strip_prefix('[').unwrap().strip_suffix(']').unwrap();
+        let shared = format!("{{\n  \"schema\": 2,\n  \"written_at\": \"\",\n  \"rows\": [\n    {inner}\n  ]\n}}\n");
+        for text in [compact, shared] {
+            assert!(parse_lines(text.as_bytes()).is_none(), "{text}");
+            std::fs::write(&path, &text).unwrap();
+            let loaded = StatCache::load(&path);
+            assert!(loaded.loaded);
+            assert_eq!(loaded.rows, c.rows, "{text}");
+        }
+        // A damaged row is a damaged file, however it is laid out.
+        c.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap().replacen(r#"[1,1000,7,1000,"h"]"#, r#"[1,1000,7,"h"]"#, 1);
+        std::fs::write(&path, text).unwrap();
+        assert!(!StatCache::load(&path).loaded);
     }
 
     #[test]

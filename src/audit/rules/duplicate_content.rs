@@ -41,13 +41,16 @@ pub fn check(ctx: &Ctx, out: &mut Vec<Finding>) {
 
 /// The findings for `(hash, path)` pairs of every hashed asset of the tree (also what `audit merge`
 /// runs over the hashes its shards recorded).
-pub fn from_hashes(mut pairs: Vec<(&str, &str)>, out: &mut Vec<Finding>) {
+pub fn from_hashes(pairs: Vec<(&str, &str)>, out: &mut Vec<Finding>) {
     // (hash, path) sorted: equal hashes become runs, paths in order within each. A sort of borrowed
-    // pairs, not a map of vectors: no allocation per asset.
-    pairs.sort_unstable();
-    for run in pairs.chunk_by(|a, b| a.0 == b.0).filter(|run| run.len() > 1) {
-        for &(hash, path) in run {
-            let others: Vec<&str> = run.iter().map(|&(_, p)| p).filter(|p| *p != path).collect();
+    // pairs, not a map of vectors: no allocation per asset. The runs' order does not matter (the
+    // findings are sorted by path after), so each pair carries its hash's first bytes and distinct
+    // hashes are told apart without reading the strings, which lie all over the heap.
+    let mut keyed: Vec<(u64, &str, &str)> = pairs.into_iter().map(|(h, p)| (super::prefix_key(h), h, p)).collect();
+    keyed.sort_unstable();
+    for run in keyed.chunk_by(|a, b| a.0 == b.0 && a.1 == b.1).filter(|run| run.len() > 1) {
+        for &(_, hash, path) in run {
+            let others: Vec<&str> = run.iter().map(|&(_, _, p)| p).filter(|p| *p != path).collect();
             let mut msg =
                 format!("same content as {}", others.iter().take(NAMED).copied().collect::<Vec<_>>().join(", "));
             if others.len() > NAMED {

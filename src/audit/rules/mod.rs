@@ -89,23 +89,53 @@ const CHECKS: &[fn(&Ctx, &mut Vec<Finding>)] = &[
 ];
 
 /// Run every rule (in parallel: each reads the scan alone) and sort the findings by path, then
-/// rule, then message. The unstable sort is deterministic: findings that compare equal are equal in
-/// every field, and it needs no buffer beside the 300,000 findings a large tree can have.
+/// rule, then message. Each rule's findings are sorted on its own task (a rule that walks the assets
+/// in path order emits them nearly sorted, which the sort checks in one pass), and the sorted lists
+/// are merged. The order is deterministic: findings that compare equal are equal in every field.
 pub fn run_all(ctx: &Ctx) -> Vec<Finding> {
     let parts: Vec<Vec<Finding>> = CHECKS
         .par_iter()
         .map(|check| {
             let mut out = Vec::new();
             check(ctx, &mut out);
+            out.sort_unstable();
             out
         })
         .collect();
+    merge_sorted(parts)
+}
+
+/// Merge lists that are each sorted into one sorted list. A tree's findings come from a few rules
+/// (300,000 from three in the bench's 100,000-file tree): a pass over the heads of the lists for
+/// each finding costs less than sorting them all again, and moves each finding once.
+fn merge_sorted(parts: Vec<Vec<Finding>>) -> Vec<Finding> {
     let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum());
-    for part in parts {
-        out.extend(part);
+    // What is left of each list; its first finding is the list's head.
+    let mut heads: Vec<std::vec::IntoIter<Finding>> =
+        parts.into_iter().filter(|p| !p.is_empty()).map(Vec::into_iter).collect();
+    while heads.len() > 1 {
+        let head = |i: usize| heads[i].as_slice().first();
+        let least = (1..heads.len()).fold(0, |least, i| if head(i) < head(least) { i } else { least });
+        out.extend(heads[least].next());
+        if heads[least].len() == 0 {
+            heads.swap_remove(least);
+        }
     }
-    out.par_sort_unstable();
+    if let Some(last) = heads.pop() {
+        out.extend(last);
+    }
     out
+}
+
+/// The first 8 bytes of `s` as a big-endian number, zero-padded: ordering by it, then by the whole
+/// string, is an order in which equal strings are neighbours, and most comparisons of distinct
+/// hashes or uids end at one integer comparison instead of a `memcmp` call. A rule that sorts
+/// 100,000 hashes spends most of its time comparing them.
+pub(crate) fn prefix_key(s: &str) -> u64 {
+    let mut b = [0u8; 8];
+    let n = s.len().min(8);
+    b[..n].copy_from_slice(&s.as_bytes()[..n]);
+    u64::from_be_bytes(b)
 }
 
 impl Finding {
@@ -155,5 +185,45 @@ mod tests {
         assert!(ids.iter().all(|id| id.chars().all(|c| c.is_ascii_lowercase() || c == '-')));
         assert_eq!(ids.len(), 13);
         assert_eq!(CHECKS.len(), ALL.len());
+    }
+
+    #[test]
+    fn merging_sorted_lists_gives_the_sort_of_all_findings() {
+        let f = |path: &str, rule: &RuleInfo, msg: &'static str| Finding::new(rule, path, msg);
+        let (a, b, c) = (&missing_tags::RULE, &missing_license::RULE, &invalid_sidecar::RULE);
+        let mut parts = vec![
+            vec![f("a.png", a, "no tags"), f("b.png", a, "no tags"), f("d.png", a, "no tags")],
+            vec![],
+            vec![f("a.png", b, "x"), f("c.png", b, "y"), f("c.png", b, "z"), f("e.png", b, "x")],
+            vec![f("a.png.asset.json", c, "bad"), f("b.png", c, "late")],
+            vec![f("a.png", a, "no tags")],
+        ];
+        for p in &parts {
+            assert!(p.is_sorted());
+        }
+        let mut all: Vec<Finding> = parts.concat();
+        all.sort_unstable();
+        assert_eq!(merge_sorted(parts.clone()), all);
+        parts.reverse();
+        assert_eq!(merge_sorted(parts), all);
+        assert!(merge_sorted(vec![]).is_empty());
+        assert!(merge_sorted(vec![vec![], vec![]]).is_empty());
+    }
+
+    #[test]
+    fn prefix_keys_never_order_strings_against_their_byte_order() {
+        let words =
+            ["", "a", "ab", "ab\0", "abcdefgh", "abcdefgh0", "abcdefgi", "b", "ba", "\u{e9}t\u{e9}", "zzzzzzzzzz"];
+        for a in words {
+            for b in words {
+                if prefix_key(a) < prefix_key(b) {
+                    assert!(a < b, "{a:?} before {b:?}");
+                }
+                if a == b {
+                    assert_eq!(prefix_key(a), prefix_key(b));
+                }
+            }
+        }
+        assert_eq!(prefix_key("ab"), prefix_key("ab\0"), "a tie the whole string breaks");
     }
 }
