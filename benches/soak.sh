@@ -148,17 +148,25 @@ wait_for_deliveries() {
 import glob, json, os, re, sys, time
 root, ids, since = sys.argv[1], sys.argv[2], int(sys.argv[3])
 hist = os.path.join(root, "logs/hooks/history.jsonl")
+# Done when every event is delivered and the history has not grown for QUIET seconds: the watcher
+# reports the last round's files only after its settle window and removal grace (500 ms), so an
+# early poll could pass before their events were appended, and the server would be stopped before
+# delivering them (they wait in the history for the next start; the check would call them missing).
+QUIET = 3
 deadline = time.time() + 120
+last, grown_at = None, time.time()
 while time.time() < deadline:
     seqs = set()
     for p in glob.glob(hist + "*"):
         for line in open(p, "rb"):
             try: seqs.add(json.loads(line)["seq"])
             except Exception: pass
+    if seqs != last:
+        last, grown_at = seqs, time.time()
     got = {int(m.group(1)) for m in (re.match(r"msg_(\d+)_", l) for l in open(ids)) if m}
-    if all(s in got for s in seqs if s > since):
+    if all(s in got for s in seqs if s > since) and time.time() - grown_at >= QUIET:
         sys.exit(0)
-    time.sleep(1)
+    time.sleep(0.5)
 PY
 }
 wait_for_deliveries || true
